@@ -1,0 +1,112 @@
+"""The ``vla-rft`` command line: one entry point, one subcommand per job.
+
+Every subcommand takes a typed config dataclass (``--help`` lists its fields with their
+documentation), an optional ``--config`` preset, and ``--key value`` overrides. Subcommands that
+report numbers take ``--json`` and then print exactly one JSON object on stdout (logs and
+progress go to stderr). Bad input exits with status 2 and one line on stderr naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+USAGE = """usage: vla-rft <command> [--config PRESET] [--key value ...]
+
+commands:
+  tasks        list the MuJoCo tasks, their families, instructions, cameras and action size
+  collect      run a task's scripted expert and write a LeRobotDataset of demonstrations
+  bench sim    measure simulator speed (mj_step, env steps/s with and without camera, robosuite)
+
+Run 'vla-rft <command> --help' for a command's options."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its config class, the function that runs it, and one line of help."""
+
+    config: Callable[[], type]
+    run: Callable[[Any], Any]
+    help: str
+    group: str | None = None
+
+
+def _commands() -> dict[str, Command]:
+    # Imported lazily so that `vla-rft --help` and light commands start fast.
+    from vla_rft.commands import bench, collect, tasks
+
+    return {
+        "tasks": Command(lambda: tasks.TasksConfig, tasks.run, "list tasks"),
+        "collect": Command(lambda: collect.CollectConfig, collect.run, "collect demonstrations", "collect"),
+        "bench sim": Command(lambda: bench.BenchSimConfig, bench.run_sim, "simulator benchmark"),
+    }
+
+
+class UsageError(ValueError):
+    """The command line names no known command."""
+
+
+def _split_command(argv: list[str], names: list[str]) -> tuple[str, list[str]]:
+    import difflib
+
+    for n_words in (2, 1):
+        head = " ".join(argv[:n_words])
+        if head in names:
+            return head, argv[n_words:]
+    first = argv[0] if argv else ""
+    close = difflib.get_close_matches(first, sorted({n.split()[0] for n in names}), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    if first in {n.split()[0] for n in names}:
+        subs = sorted(n for n in names if n.startswith(first + " "))
+        raise UsageError(f"'{first}' needs a subcommand: {', '.join(subs)}")
+    raise UsageError(f"unknown command '{first}'{hint}; commands: {', '.join(sorted(names))}")
+
+
+def print_json(obj: dict[str, Any]) -> None:
+    """Print one JSON object on stdout (the only thing a --json command prints there)."""
+    sys.stdout.write(json.dumps(obj, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(v: Any) -> Any:
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vla-rft`` script; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    from vla_rft.errors import USER_ERRORS
+
+    try:
+        commands = _commands()
+        name, rest = _split_command(argv, list(commands))
+        cmd = commands[name]
+        cfg_cls = cmd.config()
+        if any(a in ("-h", "--help") for a in rest):
+            import draccus
+
+            draccus.parse(config_class=cfg_cls, args=["--help"], prog=f"vla-rft {name}")
+            return 0
+        from vla_rft.config import parse_config
+
+        cfg = parse_config(cfg_cls, rest, group=cmd.group)
+        result = cmd.run(cfg)
+        return int(result) if isinstance(result, int) else 0
+    except USER_ERRORS as e:
+        print(f"vla-rft: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vla-rft: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

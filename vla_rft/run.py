@@ -1,0 +1,120 @@
+"""Run directories: resolved config, metrics.jsonl, checkpoints, videos, summary.json, wandb.
+
+Every command that trains or evaluates writes into one run directory::
+
+    <root>/<name>/
+      config.yaml          the resolved config (what actually ran, after presets and overrides)
+      metrics.jsonl        one JSON object per logged step: {"step": .., "time": .., <metrics>}
+      checkpoints/<tag>/   vla_rft.checkpoint directories (e.g. last/, best/)
+      videos/              mp4 files
+      summary.json         final figures, written atomically when the run ends
+      wandb/               wandb's files (offline by default: there may be no network)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vla_rft.checkpoint import atomic_write_text
+
+
+@dataclass
+class LoggingConfig:
+    """Where and how a run records itself."""
+
+    root: str = "runs"
+    """Parent directory of run directories."""
+    name: str | None = None
+    """Run directory name; default: <command>-<UTC timestamp>."""
+    wandb: str = "offline"
+    """wandb mode: 'offline' (default, no network needed), 'online', or 'disabled'."""
+    wandb_project: str = "vla-rft"
+    """wandb project name (used when wandb is not disabled)."""
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+@dataclass
+class RunDir:
+    """A run directory plus its metric sinks. Create with :func:`open_run`."""
+
+    path: Path
+    wandb_run: Any = None
+    _t0: float = field(default_factory=time.time)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def videos(self) -> Path:
+        (self.path / "videos").mkdir(exist_ok=True)
+        return self.path / "videos"
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """Append one record to metrics.jsonl (flushed) and to wandb."""
+        rec = {"step": int(step), "time": round(time.time() - self._t0, 3)}
+        rec.update({k: _jsonable(v) for k, v in metrics.items()})
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log({k: v for k, v in rec.items() if k != "step"}, step=int(step))
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        """Write summary.json atomically (the run's final figures)."""
+        path = self.path / "summary.json"
+        atomic_write_text(path, json.dumps({k: _jsonable(v) for k, v in summary.items()}, indent=2) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update(summary)
+        return path
+
+    def finish(self) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.finish(quiet=True)
+            self.wandb_run = None
+
+
+def open_run(command: str, cfg: Any, logging: LoggingConfig, *, resume: bool = False) -> RunDir:
+    """Create (or, with ``resume``, reopen) a run directory and write the resolved config."""
+    from vla_rft.config import to_yaml
+
+    name = logging.name or f"{command}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    path = Path(logging.root) / name
+    if path.exists() and not resume and any(path.iterdir()):
+        raise FileExistsError(f"run directory '{path}' already exists; pass a new --logging.name or resume")
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path / "config.yaml", to_yaml(cfg))
+    run = RunDir(path=path)
+    if logging.wandb not in ("offline", "online", "disabled"):
+        raise ValueError(f"logging.wandb must be 'offline', 'online' or 'disabled', got '{logging.wandb}'")
+    if logging.wandb != "disabled":
+        import wandb
+
+        run.wandb_run = wandb.init(
+            project=logging.wandb_project,
+            name=name,
+            dir=str(path),
+            mode=logging.wandb,
+            config=json.loads(json.dumps(_to_dict(cfg), default=str)),
+            resume="allow" if resume else None,
+            id=name.replace("/", "_"),
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+    return run
+
+
+def _to_dict(cfg: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
