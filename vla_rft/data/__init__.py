@@ -1,0 +1,1 @@
+"""Datasets: LeRobotDataset writing/reading in the project's contract, and chunk windows."""

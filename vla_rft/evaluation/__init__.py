@@ -1,0 +1,1 @@
+"""Evaluation: success statistics with intervals, rollouts over task sets."""
