@@ -24,7 +24,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import numpy as np
 
@@ -232,7 +232,7 @@ class Robot(abc.ABC):
     def close(self) -> None:
         """Release connections and threads; the robot is holding afterwards."""
 
-    def __enter__(self) -> Robot:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
