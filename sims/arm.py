@@ -44,16 +44,16 @@ ARM_DEFAULTS = """
       <position kp="600" dampratio="1"/>
       <geom material="arm_grey" contype="1" conaffinity="1" group="1"/>
       <default class="finger">
-        <geom type="box" material="finger" friction="2 0.02 0.002" condim="4"
-              solref="0.004 1" priority="1"/>
-        <joint type="slide" range="0 0.04" damping="1" armature="0.01"/>
+        <geom type="box" material="finger" friction="2 0.02 0.002" condim="4" priority="1"/>
+        <joint type="slide" range="0 0.04" damping="15" armature="0.01"/>
       </default>
     </default>
 """
 
 ARM_BODY = """
     <body name="arm_base" pos="0 0 0" childclass="arm">
-      <geom type="cylinder" size="0.07 0.06" pos="0 0 0.06" material="arm_dark"/>
+      <geom type="cylinder" size="0.07 0.06" pos="0 0 0.06" material="arm_dark" contype="0"
+            conaffinity="0"/>
       <body name="link1" pos="0 0 0.12" gravcomp="1">
         <joint name="j1" axis="0 0 1" range="-2.9 2.9"/>
         <geom type="capsule" fromto="0 0 0 0 0 0.08" size="0.05"/>
@@ -221,9 +221,11 @@ class ArmController:
         self.target_pos += action[:3] * ACTION_POS_SCALE
         np.clip(self.target_pos, WORKSPACE_LOW, WORKSPACE_HIGH, out=self.target_pos)
         rotvec = action[3:6] * ACTION_ROT_SCALE
-        mujoco.mju_axisAngle2Quat(self._quat, rotvec, float(np.linalg.norm(rotvec)) + 1e-12)
-        mujoco.mju_mulQuat(self.target_quat, self._quat, self.target_quat.copy())
-        mujoco.mju_normalize4(self.target_quat)
+        angle = float(np.linalg.norm(rotvec))
+        if angle > 1e-9:
+            mujoco.mju_axisAngle2Quat(self._quat, rotvec / angle, angle)
+            mujoco.mju_mulQuat(self.target_quat, self._quat, self.target_quat.copy())
+            mujoco.mju_normalize4(self.target_quat)
 
         self._err[:3] = self.target_pos - ee_pos
         mujoco.mju_negQuat(self._neg, ee_quat)

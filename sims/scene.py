@@ -18,8 +18,8 @@ from sims.arm import (
     ARM_ASSETS,
     ARM_DEFAULTS,
     ARM_TENDON_EQUALITY_ACTUATORS,
-    ArmIndices,
     FINGER_TRAVEL,
+    ArmIndices,
     arm_body_xml,
 )
 
@@ -102,6 +102,7 @@ class Physics:
         self.data = mujoco.MjData(self.model)
         self.arm = ArmIndices.from_model(self.model)
         self._quat = np.zeros(4)
+        self._fingers = (self.geom_id("finger_l"), self.geom_id("finger_r"))
 
     # -- name lookups (call once when binding a task, not per step) --
     def body_id(self, name: str) -> int:
@@ -112,6 +113,9 @@ class Physics:
 
     def site_id(self, name: str) -> int:
         return self._id(mujoco.mjtObj.mjOBJ_SITE, name)
+
+    def camera_id(self, name: str) -> int:
+        return self._id(mujoco.mjtObj.mjOBJ_CAMERA, name)
 
     def joint_qpos_adr(self, name: str) -> int:
         return int(self.model.jnt_qposadr[self._id(mujoco.mjtObj.mjOBJ_JOINT, name)])
@@ -151,6 +155,10 @@ class Physics:
         mujoco.mj_kinematics(self.model, self.data)
         mujoco.mj_comPos(self.model, self.data)
         mujoco.mj_camlight(self.model, self.data)
+
+    def grasped(self, geom: int) -> bool:
+        """True if both fingers touch ``geom`` (a two-sided grasp)."""
+        return self.in_contact(self._fingers[0], geom) and self.in_contact(self._fingers[1], geom)
 
     def in_contact(self, geom_a: int, geom_b: int) -> bool:
         """True if the two geoms touch in the current contact list."""
