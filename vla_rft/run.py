@@ -30,9 +30,9 @@ class LoggingConfig:
     root: str = "runs"
     """Parent directory of run directories."""
     name: str | None = None
-    """Run directory name; default: <command>-<UTC timestamp>."""
+    """Run directory name (default <command>-<UTC timestamp>)."""
     wandb: str = "offline"
-    """wandb mode: 'offline' (default, no network needed), 'online', or 'disabled'."""
+    """wandb mode - 'offline' (default, no network needed), 'online', or 'disabled'."""
     wandb_project: str = "vla-rft"
     """wandb project name (used when wandb is not disabled)."""
 

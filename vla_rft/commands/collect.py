@@ -18,17 +18,17 @@ class CollectConfig:
     out: str | None = None
     """Dataset root to create (must not exist). Required."""
     seed: int = 0
-    """Episode i is reset with seed + i: the same seed gives the same dataset."""
+    """Episode i is reset with seed + i, so the same seed gives the same dataset."""
     image_size: int = 64
     """Camera resolution (square)."""
     cameras: list[str] = field(default_factory=lambda: ["front", "wrist"])
     """Cameras to record."""
     perturbation: str = "none"
-    """Perturbation level(s): none, visual, semantic, execution, dynamics (comma-separated)."""
+    """Perturbation level(s) - none, visual, semantic, execution, dynamics (comma-separated)."""
     storage: str = "image"
-    """'image' (PNG frames in parquet: fast random access) or 'video' (mp4)."""
+    """'image' (PNG frames in parquet, fast random access) or 'video' (mp4)."""
     keep_failures: bool = False
-    """Also write episodes the expert failed (flagged by next.success); default: successes only."""
+    """Also write episodes the expert failed (flagged by next.success); by default only successes."""
     json: bool = False
     """Print one JSON object {"task", "episodes", "success_rate", "out"} on stdout."""
 
@@ -63,7 +63,6 @@ def run(cfg: CollectConfig) -> int:
     bar = tqdm(range(cfg.episodes), desc=f"collect {cfg.task}", file=sys.stderr, disable=None)
     for ep in bar:
         obs, _ = env.reset(seed=cfg.seed + ep)
-        expert.reset()
         success = False
         frames = []
         while True:

@@ -10,7 +10,7 @@ class TasksConfig:
     """List the registered MuJoCo tasks with their family, instructions, cameras and action size."""
 
     json: bool = False
-    """Print one JSON object {"tasks": [{name, family, instructions, cameras, action_dim}, ...]}."""
+    """Print one JSON object, {"tasks" [{name, family, instructions, cameras, action_dim}, ...]}."""
     family: str | None = None
     """Only tasks of this family (e.g. 'pick', 'drawer')."""
 

@@ -1,0 +1,276 @@
+"""``vla-rft pretrain``: multi-task behaviour cloning of a policy on LeRobotDatasets.
+
+Reads one or more datasets written by ``vla-rft collect`` (same cameras, image size, state
+and action dims), computes the normalization statistics from their frames, and trains the
+policy's imitation loss on chunk windows (padded steps past an episode's end are masked out
+of the loss). Everything goes to a run directory: ``config.yaml``, ``metrics.jsonl``,
+``checkpoints/last`` (+ ``checkpoints/step_<N>`` every ``checkpoint_every`` steps) and
+``summary.json``. Each checkpoint is a loadable policy (``vla_rft.policies.load_policy``)
+that also holds the optimizer and RNG states, so ``--resume RUN_DIR`` continues bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla_rft.policies.training import OptimConfig
+from vla_rft.run import LoggingConfig
+
+
+@dataclass
+class PretrainConfig:
+    """Multi-task behaviour cloning of a policy on LeRobotDatasets."""
+
+    datasets: list[str] = field(default_factory=list)
+    """LeRobotDataset roots (from `vla-rft collect`) to train on together. Required."""
+    policy: str = "tiny"
+    """Policy preset under configs/policy/ (tiny, small, base) or a YAML path."""
+    head: str | None = None
+    """Override the preset's action head: 'gaussian' or 'flow'."""
+    text_encoder: str | None = None
+    """Override the instruction encoder: 'minilm' (default) or 'hashing' (fast, for tests)."""
+    cameras: list[str] | None = None
+    """Cameras to train on; default: every camera in the datasets."""
+    chunk_size: int = 8
+    """h, actions predicted per chunk."""
+    steps: int = 2000
+    """Optimizer steps in total (the cosine schedule spans them)."""
+    batch_size: int = 64
+    """Chunk windows per step, sampled uniformly over every frame of every dataset."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and learning-rate schedule."""
+    seed: int = 0
+    """Seeds initialization, batch sampling and augmentation."""
+    log_every: int = 50
+    """Write a metrics.jsonl record every this many steps."""
+    checkpoint_every: int = 500
+    """Keep a checkpoints/step_<N> every this many steps (0: only checkpoints/last)."""
+    stop_at: int | None = None
+    """Stop after this step with a resumable checkpoint, as if interrupted (schedule unchanged)."""
+    resume: str | None = None
+    """Resume the run in this run directory from its checkpoints/last, with its stored config."""
+    num_threads: int = 2
+    """torch CPU threads."""
+    device: str = "cpu"
+    """torch device."""
+    json: bool = False
+    """Print one JSON object (the run summary) on stdout."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Run directory and wandb settings."""
+
+
+# ------------------------------------------------------------------------------ data
+def concat_tables(tables: list[Any], roots: list[str], cameras: list[str]) -> Any:
+    """One :class:`EpisodeTable` over several datasets (episodes kept apart, tasks merged)."""
+    from vla_rft.contract import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
+    from vla_rft.data.chunks import EpisodeTable
+
+    first = tables[0]
+    for t, root in zip(tables, roots):
+        missing = [c for c in cameras if c not in t.cameras]
+        if missing:
+            raise ValueError(f"dataset '{root}' has no camera '{missing[0]}' (it has {t.cameras})")
+        for key in [IMAGE_PREFIX + c for c in cameras] + [STATE_KEY, ACTION_KEY]:
+            if t.arrays[key].shape[1:] != first.arrays[key].shape[1:]:
+                raise ValueError(f"dataset '{root}': '{key}' has shape {t.arrays[key].shape[1:]}, "
+                                 f"'{roots[0]}' has {first.arrays[key].shape[1:]}")
+    tasks = sorted({task for t in tables for task in t.tasks})
+    keys = [IMAGE_PREFIX + c for c in cameras] + [STATE_KEY, ACTION_KEY]
+    arrays = {k: np.concatenate([t.arrays[k] for t in tables]) for k in keys}
+    arrays["task_index"] = np.concatenate(
+        [np.array([tasks.index(t.tasks[i]) for i in t.arrays["task_index"]], dtype=np.int64) for t in tables])
+    offsets = np.cumsum([0] + [len(t) for t in tables])
+    ep_offsets = np.cumsum([0] + [int(t.arrays["episode_index"].max()) + 1 for t in tables])
+    arrays["episode_index"] = np.concatenate([t.arrays["episode_index"] + e for t, e in zip(tables, ep_offsets)])
+    return EpisodeTable(
+        arrays=arrays, tasks=tasks,
+        episode_start=np.concatenate([t.episode_start + o for t, o in zip(tables, offsets)]),
+        episode_end=np.concatenate([t.episode_end + o for t, o in zip(tables, offsets)]),
+        fps=first.fps,
+    )
+
+
+def load_training_table(roots: list[str], cameras: list[str] | None) -> Any:
+    from vla_rft.data.chunks import load_episode_table
+
+    if not roots:
+        raise ValueError("--datasets is required: one or more LeRobotDataset roots, e.g. --datasets '[data/a,data/b]'")
+    tables = [load_episode_table(r) for r in roots]
+    return concat_tables(tables, list(roots), list(cameras) if cameras else tables[0].cameras)
+
+
+# ------------------------------------------------------------------------------ policy
+def build_policy(cfg: PretrainConfig, table: Any) -> Any:
+    """The preset's policy with its interface filled from the data and stats computed from it."""
+    from vla_rft.contract import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
+    from vla_rft.policies import Normalizer, load_policy_preset, make_policy
+
+    policy_type, model_cfg = load_policy_preset(cfg.policy)
+    cams = [k[len(IMAGE_PREFIX):] for k in table.arrays if k.startswith(IMAGE_PREFIX)]
+    model_cfg.cameras = sorted(cams)
+    model_cfg.image_size = list(table.arrays[IMAGE_PREFIX + model_cfg.cameras[0]].shape[1:3])
+    model_cfg.state_dim = int(table.arrays[STATE_KEY].shape[1])
+    model_cfg.action_dim = int(table.arrays[ACTION_KEY].shape[1])
+    model_cfg.chunk_size = cfg.chunk_size
+    if cfg.head is not None:
+        model_cfg.head = cfg.head
+    if cfg.text_encoder is not None:
+        model_cfg.text_encoder = cfg.text_encoder
+    normalizer = Normalizer.from_data(table.arrays[STATE_KEY], table.arrays[ACTION_KEY])
+    return make_policy(policy_type, model_cfg, normalizer)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def save_training_checkpoint(path: Path, policy: Any, optimizer: Any, step: int, np_rng: np.random.Generator) -> None:
+    from vla_rft.policies.training import optimizer_to_checkpoint
+    from vla_rft.seeding import get_rng_state
+
+    opt_tensors, opt_meta = optimizer_to_checkpoint(optimizer)
+    policy.save(path, step=step, optimizer=opt_tensors, rng=get_rng_state(np_rng),
+                extra={"optimizer": opt_meta, "trainer": "pretrain"})
+
+
+def restore_training_checkpoint(path: Path, device: str) -> tuple[Any, Any, int]:
+    """(policy in train mode, the checkpoint with optimizer/RNG state, step) of a pretrain checkpoint."""
+    from vla_rft.checkpoint import CheckpointError, load_checkpoint
+    from vla_rft.policies import policy_from_checkpoint
+
+    ckpt = load_checkpoint(path, kind="policy", device=device)
+    if ckpt.rng is None or not ckpt.extra or "optimizer" not in ckpt.extra:
+        raise CheckpointError(f"checkpoint '{path}' has no optimizer/RNG state: it cannot be resumed")
+    policy = policy_from_checkpoint(ckpt, f"checkpoint '{path}'").to(device).train()
+    return policy, ckpt, int(ckpt.step)
+
+
+def _resumed_config(cfg: PretrainConfig) -> PretrainConfig:
+    """The stored config of the run in ``cfg.resume``; only ``stop_at`` and ``json`` come
+    from the command line (anything else would change what the resumed run computes)."""
+    import yaml
+
+    from vla_rft.config import from_dict
+
+    run_dir = Path(cfg.resume)
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        raise FileNotFoundError(f"'{run_dir}' is not a pretrain run directory (no config.yaml)")
+    resumed = from_dict(PretrainConfig, yaml.safe_load(stored.read_text()))
+    resumed.stop_at, resumed.json, resumed.resume = cfg.stop_at, cfg.json, str(run_dir)
+    resumed.logging.root, resumed.logging.name = str(run_dir.parent), run_dir.name
+    return resumed
+
+
+# ------------------------------------------------------------------------------ training
+def train(cfg: PretrainConfig) -> dict[str, Any]:
+    """Run (or resume) behaviour cloning; returns the summary written to summary.json."""
+    import torch
+    from tqdm import tqdm
+
+    from vla_rft.data.chunks import ChunkWindows
+    from vla_rft.policies.training import cosine_lr, make_adamw, optimizer_from_checkpoint, set_lr
+    from vla_rft.run import open_run
+    from vla_rft.seeding import seed_everything, set_rng_state
+
+    _check(cfg)
+    torch.set_num_threads(cfg.num_threads)
+    np_rng = seed_everything(cfg.seed)
+    table = load_training_table(cfg.datasets, cfg.cameras)
+    windows = ChunkWindows(table, cfg.chunk_size)
+    if cfg.logging.name is None:
+        cfg.logging.name = f"pretrain-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    run = open_run("pretrain", cfg, cfg.logging, resume=cfg.resume is not None)
+    if cfg.resume is not None:
+        policy, ckpt, start = restore_training_checkpoint(run.checkpoints / "last", cfg.device)
+        optimizer = make_adamw(list(policy.parameters()), cfg.optim)
+        optimizer_from_checkpoint(optimizer, ckpt.optimizer, ckpt.extra["optimizer"])
+        set_rng_state(ckpt.rng, np_rng)
+    else:
+        policy = build_policy(cfg, table).to(cfg.device).train()
+        optimizer = make_adamw(list(policy.parameters()), cfg.optim)
+        start = 0
+    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at is not None else cfg.steps
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=end, initial=start, desc="pretrain", file=sys.stderr, disable=None, dynamic_ncols=True)
+    for step in range(start, end):
+        lr = cosine_lr(step, cfg.steps, cfg.optim)
+        set_lr(optimizer, lr)
+        loss, metrics = policy.bc_loss(windows.sample(cfg.batch_size, np_rng))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = _clip(policy, cfg.optim.grad_clip)
+        optimizer.step()
+        losses.append(metrics["loss"])
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+        if done % cfg.log_every == 0 or done == end:
+            run.log(done, {**{f"train/{k}": v for k, v in metrics.items()}, "train/lr": lr,
+                           "train/grad_norm": grad_norm,
+                           "train/steps_per_s": (done - start) / (time.perf_counter() - t0)})
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != end:
+            save_training_checkpoint(run.checkpoints / f"step_{done:07d}", policy, optimizer, done, np_rng)
+            save_training_checkpoint(run.checkpoints / "last", policy, optimizer, done, np_rng)
+    bar.close()
+    save_training_checkpoint(run.checkpoints / "last", policy, optimizer, end, np_rng)
+    summary = {
+        "run_dir": str(run.path), "checkpoint": str(run.checkpoints / "last"), "step": end,
+        "finished": end >= cfg.steps, "params": policy.num_parameters(), "frames": len(table),
+        "episodes": len(np.unique(table.arrays["episode_index"])), "tasks": table.tasks,
+        "loss_first": float(np.mean(losses[:20])) if losses else None,
+        "loss_last": float(np.mean(losses[-20:])) if losses else None,
+        "train_seconds": round(time.perf_counter() - t0, 2),
+    }
+    run.write_summary(summary)
+    run.finish()
+    return summary
+
+
+def _clip(policy: Any, max_norm: float) -> float:
+    import torch
+
+    params = [p for p in policy.parameters() if p.grad is not None]
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+
+
+def _check(cfg: PretrainConfig) -> None:
+    for name in ("steps", "batch_size", "chunk_size", "log_every", "num_threads"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint_every must be >= 0, got {cfg.checkpoint_every}")
+    if cfg.stop_at is not None and cfg.stop_at < 1:
+        raise ValueError(f"--stop_at must be >= 1, got {cfg.stop_at}")
+
+
+def run(cfg: PretrainConfig) -> int:
+    """CLI entry: train (or resume), then print the summary (one JSON object with --json)."""
+    from vla_rft.cli import print_json
+    from vla_rft.data.lerobot_io import open_dataset  # noqa: F401  (sets HF_HUB_OFFLINE first)
+
+    if cfg.resume is not None:
+        cfg = _resumed_config(cfg)
+    _quiet_datasets()
+    summary = train(cfg)
+    if cfg.json:
+        print_json(summary)
+    else:
+        state = "finished" if summary["finished"] else "stopped (resumable)"
+        loss = (f"loss {summary['loss_first']:.4f} -> {summary['loss_last']:.4f}; "
+                if summary["loss_last"] is not None else "")
+        print(f"pretrain {state} at step {summary['step']}: {loss}{summary['params']:,} parameters; "
+              f"checkpoint {summary['checkpoint']}")
+    return 0
+
+
+def _quiet_datasets() -> None:
+    import datasets
+
+    datasets.disable_progress_bars()
