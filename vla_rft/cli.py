@@ -20,6 +20,10 @@ commands:
   tasks        list the MuJoCo tasks, their families, instructions, cameras and action size
   collect      run a task's scripted expert and write a LeRobotDataset of demonstrations
   bench sim    measure simulator speed (mj_step, env steps/s with and without camera, robosuite)
+  pretrain     multi-task behaviour cloning of a policy on LeRobotDatasets (resumable)
+  bench policy measure policy inference latency (presets x batch x resolution) and sizes
+  serve        serve a policy over websockets + msgpack (robots.server)
+  deploy       run a policy on a robot at a fixed rate, safety-filtered, logging a LeRobotDataset
 
 Run 'vla-rft <command> --help' for a command's options."""
 
@@ -36,12 +40,16 @@ class Command:
 
 def _commands() -> dict[str, Command]:
     # Imported lazily so that `vla-rft --help` and light commands start fast.
-    from vla_rft.commands import bench, collect, tasks
+    from vla_rft.commands import bench, bench_policy, collect, deploy, pretrain, tasks
 
     return {
         "tasks": Command(lambda: tasks.TasksConfig, tasks.run, "list tasks"),
         "collect": Command(lambda: collect.CollectConfig, collect.run, "collect demonstrations", "collect"),
         "bench sim": Command(lambda: bench.BenchSimConfig, bench.run_sim, "simulator benchmark"),
+        "pretrain": Command(lambda: pretrain.PretrainConfig, pretrain.run, "behaviour cloning", "pretrain"),
+        "bench policy": Command(lambda: bench_policy.BenchPolicyConfig, bench_policy.run, "policy benchmark"),
+        "serve": Command(lambda: deploy.ServeConfig, deploy.run_serve, "policy server"),
+        "deploy": Command(lambda: deploy.DeployConfig, deploy.run, "deploy a policy on a robot"),
     }
 
 

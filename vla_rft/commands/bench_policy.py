@@ -24,7 +24,7 @@ class BenchPolicyConfig:
     presets: list[str] = field(default_factory=lambda: ["tiny", "small", "base"])
     """Policy presets under configs/policy/."""
     heads: list[str] = field(default_factory=lambda: ["gaussian"])
-    """Action heads to measure: gaussian, flow."""
+    """Action heads to measure (gaussian, flow)."""
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
     """Observation batch sizes."""
     resolutions: list[int] = field(default_factory=lambda: [64, 96])
@@ -34,15 +34,15 @@ class BenchPolicyConfig:
     warmup: int = 5
     """Untimed calls before timing."""
     num_threads: int = 1
-    """torch CPU threads (1: comparable on a shared 2-core machine)."""
+    """torch CPU threads (1 gives comparable numbers on a shared 2-core machine)."""
     text_encoder: str = "hashing"
-    """Instruction encoder for the measured policies ('minilm' adds a one-off 10 s load)."""
+    """Instruction encoder for the measured policies (minilm adds a one-off 10 s load)."""
     seed: int = 0
     """Seed for weights and observations."""
     out: str | None = None
     """Also write the JSON result to this path."""
     json: bool = False
-    """Print one JSON object {"rows": [...], ...} on stdout."""
+    """Print one JSON object with the rows on stdout."""
 
 
 def _observation(batch: int, res: int, state_dim: int, rng: Any) -> dict[str, Any]:

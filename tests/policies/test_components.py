@@ -1,0 +1,93 @@
+"""Normalizer, text encoders, augmentation, heads' configs and presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vla_rft.checkpoint import CheckpointError
+from vla_rft.config import ConfigError
+from vla_rft.policies import Normalizer, load_policy_preset, make_policy
+from vla_rft.policies.augment import augment_images, random_shift
+from vla_rft.policies.text import embed_texts
+
+
+def test_normalizer_maps_percentiles_and_round_trips():
+    rng = np.random.default_rng(0)
+    states = rng.normal(3.0, 2.0, (2000, 4))
+    actions = rng.uniform(-0.4, 0.8, (2000, 3))
+    actions[:, 2] = 0.25  # a constant dimension must not divide by zero
+    norm = Normalizer.from_data(states, actions)
+    a = torch.as_tensor(actions[:50], dtype=torch.float32)
+    n = norm.normalize_action(a)
+    assert float(n[:, :2].abs().max()) <= 1.05 and float(n[:, 2].abs().max()) < 1e-3
+    torch.testing.assert_close(norm.unnormalize_action(n), a, atol=1e-5, rtol=0)
+    z = norm.normalize_state(torch.as_tensor(states, dtype=torch.float32))
+    assert abs(float(z.mean())) < 0.05 and abs(float(z.std()) - 1) < 0.05
+    again = Normalizer.from_dict(norm.to_dict())
+    for name in ("state_mean", "state_std", "action_low", "action_high"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(norm, name))
+    assert norm.normalize_action(torch.tensor([[5.0, -5.0, 0.25]]), clip=True).abs().max() <= 1
+
+
+def test_normalizer_refuses_missing_or_bad_statistics():
+    data = Normalizer.identity(2, 2).to_dict()
+    with pytest.raises(CheckpointError, match="missing statistics \\['action_high'\\]"):
+        Normalizer.from_dict({k: v for k, v in data.items() if k != "action_high"})
+    with pytest.raises(CheckpointError, match="version"):
+        Normalizer.from_dict(dict(data, version=99))
+    with pytest.raises(CheckpointError, match="invalid statistics"):
+        Normalizer.from_dict(dict(data, state_std=[1.0, -1.0]))
+
+
+def test_hashing_text_encoder_is_deterministic_and_separates_instructions():
+    e = embed_texts(["pick up the red cube", "open the drawer", "pick up the red cube"], "hashing")
+    assert e.shape == (3, 384) and e.dtype == torch.float32
+    torch.testing.assert_close(e[0], e[2])
+    assert float(e[0] @ e[1]) < 0.9
+    with pytest.raises(ValueError, match="unknown text encoder"):
+        embed_texts(["x"], "bert")
+
+
+def test_minilm_text_encoder_loads_and_knows_meaning():
+    """The default encoder, loaded for real once (~10 s)."""
+    e = embed_texts(["pick up the red cube", "grasp the red block", "open the top drawer"], "minilm")
+    assert e.shape == (3, 384)
+    assert float(e[0] @ e[1]) > float(e[0] @ e[2])
+    torch.testing.assert_close(embed_texts(["grasp the red block"], "minilm")[0], e[1])  # cached
+
+
+def test_augmentation_shifts_and_jitters_within_range():
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(6, 3, 16, 16, generator=g)
+    torch.testing.assert_close(random_shift(imgs, 0), imgs)
+    out = augment_images(imgs, shift=3, brightness=0.1, contrast=0.1, generator=g)
+    assert out.shape == imgs.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert not torch.equal(out, imgs)
+    shifted = random_shift(imgs, 2, torch.Generator().manual_seed(1))
+    # each output image is a translated crop of its own input: its centre pixels appear there
+    assert all(torch.isclose(imgs[i], shifted[i, :, 8, 8][:, None, None]).all(0).any() for i in range(6))
+
+
+@pytest.mark.parametrize("preset,low,high", [("tiny", 0.3e6, 1e6), ("small", 1e6, 5e6), ("base", 5e6, 20e6)])
+def test_presets_build_with_documented_sizes(preset, low, high):
+    policy_type, cfg = load_policy_preset(preset)
+    cfg.text_encoder = "hashing"
+    n = make_policy(policy_type, cfg, Normalizer.identity(cfg.state_dim, cfg.action_dim)).num_parameters()
+    assert low <= n <= high
+
+
+def test_bad_configs_are_named():
+    policy_type, cfg = load_policy_preset("tiny")
+    cfg.head = "diffusion"
+    with pytest.raises(ConfigError, match="head must be one of"):
+        make_policy(policy_type, cfg, Normalizer.identity(7, 7))
+    cfg.head, cfg.num_heads = "gaussian", 5
+    with pytest.raises(ConfigError, match="divisible"):
+        make_policy(policy_type, cfg, Normalizer.identity(7, 7))
+    cfg.num_heads = 4
+    with pytest.raises(ValueError, match="normalizer is for"):
+        make_policy(policy_type, cfg, Normalizer.identity(3, 7))
+    with pytest.raises(ConfigError, match="did you mean 'tiny'"):
+        load_policy_preset("tinny")

@@ -1,0 +1,127 @@
+"""The built-in VLA: CNN image tokens + frozen sentence embedding + state token + h action
+queries, fused by a small transformer encoder; a chunk head reads the action-query outputs.
+
+Token sequence (B, T, D), T = cameras * grid^2 + 1 + 1 + h::
+
+    [cam0 patches .. camN patches | instruction | state | query_1 .. query_h]
+
+Every camera goes through the same CNN (cameras stacked on the batch axis, one pass); a
+learned camera embedding tells the trunk which view a token came from. All attention is
+bidirectional: the action queries read everything and are decoded in parallel (OpenVLA-OFT's
+parallel decoding), one forward pass per chunk. The value head reads the first action query's
+output, the hidden state "at the first action position" that RL4VLA's shared critic uses.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vla_rft.config import ConfigError
+from vla_rft.policies.augment import augment_images
+from vla_rft.policies.base import Policy, PolicyInput, PolicySpec, TrunkFeatures, register_policy
+from vla_rft.policies.heads import ActionHead, FlowMatchingHead, GaussianChunkHead
+from vla_rft.policies.normalizer import Normalizer
+from vla_rft.policies.text import TEXT_DIM, TEXT_ENCODERS, embed_texts
+from vla_rft.policies.vla.configuration_vla import VLAConfig
+
+HEADS = ("gaussian", "flow")
+
+
+def check_config(cfg: VLAConfig) -> None:
+    """Reject configs that would fail deep inside torch, with a message naming the field."""
+    if cfg.head not in HEADS:
+        raise ConfigError(f"head must be one of {HEADS}, got '{cfg.head}'")
+    if cfg.text_encoder not in TEXT_ENCODERS:
+        raise ConfigError(f"text_encoder must be one of {TEXT_ENCODERS}, got '{cfg.text_encoder}'")
+    if cfg.dim % cfg.num_heads:
+        raise ConfigError(f"dim ({cfg.dim}) must be divisible by num_heads ({cfg.num_heads})")
+    if not cfg.cameras or len(set(cfg.cameras)) != len(cfg.cameras):
+        raise ConfigError(f"cameras must be a non-empty list of distinct names, got {cfg.cameras}")
+    if len(cfg.image_size) != 2 or min(cfg.image_size) < cfg.image_grid * 2 ** len(cfg.cnn_channels):
+        raise ConfigError(f"image_size {cfg.image_size} is too small for {len(cfg.cnn_channels)} stride-2 "
+                          f"convolutions and a {cfg.image_grid}x{cfg.image_grid} token grid")
+    for name in ("state_dim", "action_dim", "chunk_size", "depth", "image_grid"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
+class ImageEncoder(nn.Module):
+    """(N, 3, H, W) normalized images -> (N, grid^2, D) tokens with 2-D position embeddings."""
+
+    def __init__(self, channels: list[int], dim: int, grid: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = 3
+        for c in channels:
+            layers += [nn.Conv2d(prev, c, 3, stride=2, padding=1), nn.GroupNorm(min(4, c), c), nn.GELU()]
+            prev = c
+        layers += [nn.Conv2d(prev, dim, 1), nn.AdaptiveAvgPool2d(grid)]
+        self.net = nn.Sequential(*layers)
+        self.pos = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = self.net(images)  # (N, D, grid, grid)
+        return fmap.flatten(2).transpose(1, 2) + self.pos  # (N, grid^2, D)
+
+
+def make_head(cfg: VLAConfig) -> ActionHead:
+    if cfg.head == "gaussian":
+        return GaussianChunkHead(cfg.dim, cfg.chunk_size, cfg.action_dim, init_log_std=cfg.init_log_std, loss=cfg.loss)
+    return FlowMatchingHead(cfg.dim, cfg.chunk_size, cfg.action_dim, steps=cfg.flow_steps, hidden=cfg.flow_hidden,
+                            init_log_noise=cfg.init_log_noise)
+
+
+@register_policy("vla")
+class VLAPolicy(Policy):
+    """The project's own VLA (presets tiny / small / base)."""
+
+    config_class = VLAConfig
+
+    def __init__(self, config: VLAConfig, normalizer: Normalizer) -> None:
+        check_config(config)
+        super().__init__(config, normalizer)
+        d = config.dim
+        self.image_encoder = ImageEncoder(list(config.cnn_channels), d, config.image_grid)
+        self.camera_embed = nn.Parameter(torch.randn(len(config.cameras), d) * 0.02)
+        self.text_proj = nn.Linear(TEXT_DIM, d)
+        self.state_proj = nn.Sequential(nn.Linear(config.state_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.type_embed = nn.Parameter(torch.randn(3, d) * 0.02)  # instruction, state, action query
+        self.action_queries = nn.Parameter(torch.randn(config.chunk_size, d) * 0.02)
+        layer = nn.TransformerEncoderLayer(d, config.num_heads, int(d * config.mlp_ratio), config.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.trunk = nn.TransformerEncoder(layer, config.depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = make_head(config)
+        self.value_net = (nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+                          if config.value_head else None)
+
+    @property
+    def spec(self) -> PolicySpec:
+        c = self.config
+        return PolicySpec(cameras=list(c.cameras), image_size=(int(c.image_size[0]), int(c.image_size[1])),
+                          state_dim=c.state_dim, action_dim=c.action_dim, chunk_size=c.chunk_size,
+                          extra={"policy_type": "vla", "head": c.head, "text_encoder": c.text_encoder})
+
+    def _image_tokens(self, inp: PolicyInput, augment: bool) -> torch.Tensor:
+        c = self.config
+        imgs = torch.stack([inp.images[cam] for cam in c.cameras], dim=1)  # (B, C, 3, H, W)
+        flat = imgs.flatten(0, 1)  # (B*C, 3, H, W): one CNN pass for every camera
+        if augment and c.augment:
+            flat = augment_images(flat, shift=c.aug_shift, brightness=c.aug_brightness, contrast=c.aug_contrast)
+        tokens = self.image_encoder((flat - 0.5) / 0.25)  # (B*C, G^2, D)
+        tokens = tokens.unflatten(0, imgs.shape[:2]) + self.camera_embed[None, :, None]  # (B, C, G^2, D)
+        return tokens.flatten(1, 2)  # (B, C*G^2, D)
+
+    def features(self, inp: PolicyInput, *, augment: bool = False) -> TrunkFeatures:
+        b, h = inp.batch_size, self.config.chunk_size
+        text = embed_texts(inp.tasks, self.config.text_encoder).to(inp.state.device)  # (B, 384)
+        seq = torch.cat([
+            self._image_tokens(inp, augment),
+            (self.text_proj(text) + self.type_embed[0])[:, None],  # (B, 1, D)
+            (self.state_proj(inp.state) + self.type_embed[1])[:, None],  # (B, 1, D)
+            (self.action_queries + self.type_embed[2]).expand(b, h, -1),  # (B, h, D)
+        ], dim=1)
+        out = self.norm(self.trunk(seq))  # (B, T, D)
+        actions = out[:, -h:]  # (B, h, D)
+        return TrunkFeatures(action_tokens=actions, pooled=actions[:, 0])
