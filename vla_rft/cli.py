@@ -21,6 +21,7 @@ commands:
   collect      run a task's scripted expert and write a LeRobotDataset of demonstrations
   bench sim    measure simulator speed (mj_step, env steps/s with and without camera, robosuite)
   pretrain     multi-task behaviour cloning of a policy on LeRobotDatasets (resumable)
+  eval         success rates of a policy on tasks (seeded, vectorized, Wilson 95% intervals, videos)
   bench policy measure policy inference latency (presets x batch x resolution) and sizes
   serve        serve a policy over websockets + msgpack (robots.server)
   deploy       run a policy on a robot at a fixed rate, safety-filtered, logging a LeRobotDataset
@@ -40,13 +41,14 @@ class Command:
 
 def _commands() -> dict[str, Command]:
     # Imported lazily so that `vla-rft --help` and light commands start fast.
-    from vla_rft.commands import bench, bench_policy, collect, deploy, pretrain, tasks
+    from vla_rft.commands import bench, bench_policy, collect, deploy, evaluate, pretrain, tasks
 
     return {
         "tasks": Command(lambda: tasks.TasksConfig, tasks.run, "list tasks"),
         "collect": Command(lambda: collect.CollectConfig, collect.run, "collect demonstrations", "collect"),
         "bench sim": Command(lambda: bench.BenchSimConfig, bench.run_sim, "simulator benchmark"),
         "pretrain": Command(lambda: pretrain.PretrainConfig, pretrain.run, "behaviour cloning", "pretrain"),
+        "eval": Command(lambda: evaluate.EvalConfig, evaluate.run, "evaluate a policy", "eval"),
         "bench policy": Command(lambda: bench_policy.BenchPolicyConfig, bench_policy.run, "policy benchmark"),
         "serve": Command(lambda: deploy.ServeConfig, deploy.run_serve, "policy server"),
         "deploy": Command(lambda: deploy.DeployConfig, deploy.run, "deploy a policy on a robot"),

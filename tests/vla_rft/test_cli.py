@@ -106,3 +106,23 @@ def test_every_command_documents_every_field():
                 continue
             line = next((ln for ln in text.splitlines() if ln.strip().startswith(f"--{f.name} ")), None)
             assert line is not None and len(line.split(None, 2)) == 3, f"vla-rft {name}: --{f.name} has no help"
+
+
+def test_eval_scripted_expert_json(tmp_path):
+    p = vla("eval", "--policy", "scripted:expert", "--tasks", "[reach_target]", "--episodes", "4", "--num_envs", "2",
+            "--json", "--logging.root", str(tmp_path))
+    res = json.loads(p.stdout)
+    assert res["episodes"] == 4 and res["success_rate"] == 1.0 and len(res["ci95"]) == 2
+    assert res["per_task"]["reach_target"]["episodes"] == 4
+    assert json.loads((tmp_path / os.path.basename(res["run_dir"]) / "summary.json").read_text())["episodes"] == 4
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["eval", "--tasks", "[pick_cube]"], "--policy is required"),
+    (["eval", "--policy", "scripted:expert"], "--tasks is required"),
+    (["eval", "--policy", "scripted:expert", "--tasks", "[pik_cube]"], "Did you mean 'pick_cube'"),
+    (["eval", "--policy", "/nonexistent/ckpt", "--tasks", "[pick_cube]"], "not a directory"),
+])
+def test_eval_bad_input(args, needle, tmp_path):
+    p = vla(*args, "--logging.root", str(tmp_path), check=False)
+    assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
