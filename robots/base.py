@@ -243,7 +243,8 @@ R = TypeVar("R", bound=type[Robot])
 
 _REGISTRY: dict[str, type[Robot]] = {}
 # Built-in kinds imported on first use, so heavy ones (the MuJoCo arm) cost nothing until asked.
-_LAZY_KINDS: dict[str, str] = {"fake": "robots.fake", "ros": "robots.ros_robot"}
+_LAZY_KINDS: dict[str, str] = {"fake": "robots.fake", "ros": "robots.ros_robot",
+                               "mujoco": "robots.mujoco_robot"}
 
 
 def register_robot(kind: str) -> Callable[[R], R]:

@@ -17,6 +17,7 @@ from typing import Any
 USAGE = """usage: vla-rft <command> [--config PRESET] [--key value ...]
 
 commands:
+  quickstart   collect demos, pretrain the tiny VLA, evaluate it, write a report (minutes on a CPU)
   tasks        list the MuJoCo tasks, their families, instructions, cameras and action size
   collect      run a task's scripted expert and write a LeRobotDataset of demonstrations
   bench sim    measure simulator speed (mj_step, env steps/s with and without camera, robosuite)
@@ -41,9 +42,10 @@ class Command:
 
 def _commands() -> dict[str, Command]:
     # Imported lazily so that `vla-rft --help` and light commands start fast.
-    from vla_rft.commands import bench, bench_policy, collect, deploy, evaluate, pretrain, tasks
+    from vla_rft.commands import bench, bench_policy, collect, deploy, evaluate, pretrain, quickstart, tasks
 
     return {
+        "quickstart": Command(lambda: quickstart.QuickstartConfig, quickstart.run, "quickstart"),
         "tasks": Command(lambda: tasks.TasksConfig, tasks.run, "list tasks"),
         "collect": Command(lambda: collect.CollectConfig, collect.run, "collect demonstrations", "collect"),
         "bench sim": Command(lambda: bench.BenchSimConfig, bench.run_sim, "simulator benchmark"),

@@ -34,10 +34,23 @@ class CollectConfig:
 
 
 def run(cfg: CollectConfig) -> int:
+    from vla_rft.cli import print_json
+
+    result = collect(cfg)
+    if cfg.json:
+        print_json(result)
+    else:
+        lo, hi = result["ci95"]
+        print(f"{cfg.task}: expert success {result['success_rate']:.1%} of {cfg.episodes} "
+              f"(95% CI {lo:.1%}-{hi:.1%}); wrote {result['episodes_written']} episodes to {cfg.out}")
+    return 0
+
+
+def collect(cfg: CollectConfig) -> dict:
+    """Run the expert and write the dataset; returns the figures ``run`` reports."""
     import numpy as np
 
     import sims
-    from vla_rft.cli import print_json
     from vla_rft.data.lerobot_io import EpisodeWriter, contract_features
     from vla_rft.evaluation.stats import wilson_interval
 
@@ -85,14 +98,8 @@ def run(cfg: CollectConfig) -> int:
     env.close()
     rate = successes / cfg.episodes
     lo, hi = wilson_interval(successes, cfg.episodes)
-    result = {"task": cfg.task, "episodes": cfg.episodes, "success_rate": rate, "out": cfg.out,
-              "episodes_written": written, "ci95": [lo, hi], "seed": cfg.seed}
-    if cfg.json:
-        print_json(result)
-    else:
-        print(f"{cfg.task}: expert success {successes}/{cfg.episodes} = {rate:.1%} "
-              f"(95% CI {lo:.1%}-{hi:.1%}); wrote {written} episodes to {cfg.out}")
-    return 0
+    return {"task": cfg.task, "episodes": cfg.episodes, "success_rate": rate, "out": cfg.out,
+            "episodes_written": written, "ci95": [lo, hi], "seed": cfg.seed}
 
 
 def _quiet_datasets() -> None:

@@ -23,41 +23,41 @@ class DeployConfig:
     out: str | None = None
     """Dataset root to create (must not exist). Required."""
     task: str = ""
-    """Language instruction given to the policy; empty: the robot's own (a sim task's, or the YAML's)."""
+    """Language instruction given to the policy; empty means the instruction of the robot (sim task or YAML)."""
     episodes: int = 1
     """Number of episodes."""
     max_steps: int = 200
     """Upper bound on control steps per episode."""
     control_hz: float | None = None
-    """Loop rate; null: the robot's control_hz."""
+    """Loop rate in Hz; null means control_hz of the robot config."""
     realtime: bool = True
     """Pace the loop in wall-clock time; false runs a simulated robot as fast as it goes."""
-    end_on_success: bool = True
+    until_success: bool = True
     """End an episode at its first successful step."""
     teleop: str = "none"
     """Human intervention source: none | keyboard (stdin lines, see docs/deployment.md) | ros:/TOPIC
-    (std_msgs/Float64MultiArray actions through the robot's bridge)."""
+    (std_msgs/Float64MultiArray actions through the rosbridge of the robot)."""
     success: str = "auto"
-    """Where success comes from: auto (the robot's task predicate if it has one, else the keyboard
-    verdict with teleop=keyboard, else false) | robot | operator | ros:/TOPIC (std_msgs/Bool) | none."""
+    """Where success comes from - auto (the task predicate of a simulated robot, else the keyboard
+    verdict with teleop=keyboard, else false) | robot | operator | none | ros:/TOPIC (a std_msgs/Bool)."""
     token: str | None = None
-    """Policy server token (default: $VLA_RFT_SERVER_TOKEN)."""
+    """Policy server token; null means $VLA_RFT_SERVER_TOKEN."""
     loader: str | None = None
-    """package.module:function that loads a checkpoint --policy."""
+    """Loader of a checkpoint --policy, e.g. my_pkg.policies:load (or mod:fn)."""
     bridge_url: str | None = None
-    """Override the ROS robot's rosbridge URL (ws://127.0.0.1:PORT)."""
+    """Override the rosbridge URL of a ROS robot (ws://127.0.0.1:PORT)."""
     mode: str = "open_loop"
-    """Chunk execution: open_loop | ensemble (ACT temporal ensembling)."""
-    execute_horizon: int | None = None
-    """Use at most this many actions of each chunk (null: all)."""
-    async_inference: bool | None = None
-    """Infer the next chunk while the current one plays; null: on when chunks hold > 1 action."""
-    max_obs_age_s: float = 0.25
+    """Chunk execution, open_loop or ensemble (ACT temporal ensembling)."""
+    horizon: int | None = None
+    """Use at most this many actions of each chunk (null means all)."""
+    prefetch: bool | None = None
+    """Infer the next chunk while the current one plays; null means on when chunks hold > 1 action."""
+    stale_s: float = 0.25
     """The safety filter holds on observations older than this (s)."""
-    ready_timeout_s: float = 15.0
-    """How long to wait for the robot's first complete observation."""
+    ready_s: float = 15.0
+    """How long to wait for the first complete observation of the robot (s)."""
     storage: str = "image"
-    """'image' (PNG frames in parquet) or 'video' (mp4)."""
+    """image (PNG frames in parquet) or video (mp4)."""
     json: bool = False
     """Print one JSON object (episodes, success, loop statistics) on stdout."""
 
@@ -69,25 +69,25 @@ class ServeConfig:
     policy: str | None = None
     """scripted:zero | scripted:hold | a checkpoint path. Required."""
     loader: str | None = None
-    """package.module:function that loads --policy."""
+    """Loader of --policy, e.g. my_pkg.policies:load (or mod:fn)."""
     host: str = "127.0.0.1"
     """Bind address (loopback by default)."""
     port: int = 8765
     """TCP port."""
     token: str | None = None
-    """Shared secret (default: $VLA_RFT_SERVER_TOKEN, else a random one printed once)."""
-    max_message_mb: float = 16.0
+    """Shared secret; null means $VLA_RFT_SERVER_TOKEN, else a random one printed once."""
+    max_msg_mb: float = 16.0
     """Frames above this size close the connection."""
     action_dim: int = 7
-    """Scripted policies only: action size."""
+    """Action size (scripted policies only)."""
     state_dim: int = 7
-    """Scripted policies only: state size."""
+    """State size (scripted policies only)."""
     chunk_size: int = 10
-    """Scripted policies only: actions per chunk."""
+    """Actions per chunk (scripted policies only)."""
     cameras: list[str] = field(default_factory=list)
-    """Scripted policies only: camera names."""
+    """Camera names (scripted policies only)."""
     action_space: str = "ee_delta"
-    """Scripted policies only: ee_delta | joint_position."""
+    """Action space, ee_delta or joint_position (scripted policies only)."""
 
 
 def run_serve(cfg: ServeConfig) -> int:
@@ -96,7 +96,7 @@ def run_serve(cfg: ServeConfig) -> int:
     if not cfg.policy:
         raise ValueError("--policy is required (scripted:zero, scripted:hold or a checkpoint path)")
     argv = ["--policy", cfg.policy, "--host", cfg.host, "--port", str(cfg.port),
-            "--max-message-mb", str(cfg.max_message_mb), "--action-dim", str(cfg.action_dim),
+            "--max-message-mb", str(cfg.max_msg_mb), "--action-dim", str(cfg.action_dim),
             "--state-dim", str(cfg.state_dim), "--chunk-size", str(cfg.chunk_size),
             "--cameras", ",".join(cfg.cameras), "--action-space", cfg.action_space]
     argv += ["--loader", cfg.loader] if cfg.loader else []
@@ -201,18 +201,31 @@ def _settings(cfg: DeployConfig, chunk_size: int) -> Any:
     from robots.executor import ExecutorConfig
     from robots.safety import SafetyConfig
 
-    async_inference = chunk_size > 1 if cfg.async_inference is None else cfg.async_inference
+    async_inference = chunk_size > 1 if cfg.prefetch is None else cfg.prefetch
     return DeploySettings(
-        max_steps=cfg.max_steps, end_on_success=cfg.end_on_success, realtime=cfg.realtime,
+        max_steps=cfg.max_steps, end_on_success=cfg.until_success, realtime=cfg.realtime,
         control_hz=cfg.control_hz,
-        executor=ExecutorConfig(mode=cfg.mode, execute_horizon=cfg.execute_horizon,  # type: ignore[arg-type]
+        executor=ExecutorConfig(mode=cfg.mode, execute_horizon=cfg.horizon,  # type: ignore[arg-type]
                                 async_inference=async_inference),
-        safety=SafetyConfig(max_obs_age_s=cfg.max_obs_age_s))
+        safety=SafetyConfig(max_obs_age_s=cfg.stale_s))
 
 
 def run(cfg: DeployConfig) -> int:
-    """Resolve everything (errors before motion), then run the episodes; SIGTERM stops cleanly."""
+    """Resolve everything (errors before motion), then run the episodes; SIGTERM stops cleanly.
+
+    A robot or policy server that cannot be reached is reported in one line (exit status 1).
+    """
     _check(cfg)
+    from robots.base import RobotError
+
+    try:
+        return _run(cfg)
+    except (RobotError, ConnectionError, TimeoutError) as exc:
+        print(f"vla-rft: deploy failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(cfg: DeployConfig) -> int:
     from robots.deploy import DeployDataset, EpisodeRunner, resolve_policy, wait_for_observation
 
     _quiet_datasets()
@@ -220,7 +233,7 @@ def run(cfg: DeployConfig) -> int:
     robot = _make_robot(cfg)
     policy = teleop = None
     try:
-        obs = wait_for_observation(robot, cfg.ready_timeout_s)
+        obs = wait_for_observation(robot, cfg.ready_s)
         hz = cfg.control_hz or robot.config.control_hz
         policy = resolve_policy(str(cfg.policy), robot, obs, token=cfg.token, loader=cfg.loader, hz=hz)
         teleop = _teleop(cfg, robot)

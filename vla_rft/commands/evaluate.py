@@ -21,7 +21,7 @@ class EvalConfig:
     """Evaluate a policy on one or more tasks (seeded, vectorized, with confidence intervals)."""
 
     policy: str | None = None
-    """Policy checkpoint directory, or scripted:expert (each task's scripted expert). Required."""
+    """Required. A policy checkpoint directory, or --policy=scripted:expert to run each task's scripted expert."""
     tasks: list[str] = field(default_factory=list)
     """Tasks to evaluate on (see vla-rft tasks). Required."""
     episodes: int = 100

@@ -123,14 +123,20 @@ def register_policy(name: str) -> Callable[[P], P]:
 
 
 BUILTIN_POLICY_MODULES = ("vla_rft.policies.vla",)
+# Types whose module is imported only when a checkpoint or caller names them: the LeRobot
+# adapter pulls in lerobot's policy stack, which listing or loading other types never needs.
+LAZY_POLICY_MODULES = {"lerobot": "vla_rft.policies.lerobot_adapter"}
 
 
-def _register_builtins() -> None:
-    """Import the built-in policy modules (their decorators fill the registry)."""
+def _register_builtins(name: str | None = None) -> None:
+    """Import the built-in policy modules (their decorators fill the registry), and the
+    module of ``name`` if it is a lazily registered type."""
     import importlib
 
     for module in BUILTIN_POLICY_MODULES:
         importlib.import_module(module)
+    if name in LAZY_POLICY_MODULES and name not in _REGISTRY:
+        importlib.import_module(LAZY_POLICY_MODULES[name])
 
 
 def available_policies() -> list[str]:
@@ -140,7 +146,7 @@ def available_policies() -> list[str]:
 
 def policy_class(name: str) -> type[Policy]:
     """The registered class for ``name``; unknown names get a "did you mean"."""
-    _register_builtins()
+    _register_builtins(name)
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -404,10 +410,18 @@ def load_policy(path: str | os.PathLike, *, cameras: list[str] | None = None, st
                 device: str = "cpu") -> Policy:
     """Load a policy checkpoint (in eval mode) and check it against the caller's environment.
 
+    ``path`` may also be a LeRobot ``save_pretrained`` directory (a ``config.json`` with a
+    ``"type"`` and no ``meta.json``) or ``lerobot:DIR``: see :mod:`vla_rft.policies.lerobot_adapter`.
+
     Raises :class:`CheckpointError` for a missing/corrupt checkpoint, one of another kind, an
     unknown policy type or missing normalization statistics, and :class:`ContractError` when
     the environment lacks a camera or has another state/action dimension or image size.
     """
-    policy = policy_from_checkpoint(load_checkpoint(path, kind=POLICY_KIND, device=device), f"checkpoint '{path}'")
+    from vla_rft.policies.lerobot_adapter import is_lerobot_pretrained_dir, load_lerobot_pretrained
+
+    if is_lerobot_pretrained_dir(path):  # a LeRobot save_pretrained directory, or "lerobot:DIR"
+        policy: Policy = load_lerobot_pretrained(path, device=device)
+    else:
+        policy = policy_from_checkpoint(load_checkpoint(path, kind=POLICY_KIND, device=device), f"checkpoint '{path}'")
     policy.check_compatible(cameras=cameras, state_dim=state_dim, action_dim=action_dim, image_size=image_size)
     return policy.to(device)
