@@ -92,6 +92,9 @@ class ServeConfig:
 
 def run_serve(cfg: ServeConfig) -> int:
     from robots.server import serve_main
+    from vla_rft.policies.serving import register
+
+    register()  # bare checkpoint paths load trained vla-rft policies
 
     if not cfg.policy:
         raise ValueError("--policy is required (scripted:zero, scripted:hold or a checkpoint path)")
@@ -215,6 +218,9 @@ def run(cfg: DeployConfig) -> int:
 
     A robot or policy server that cannot be reached is reported in one line (exit status 1).
     """
+    from vla_rft.policies.serving import register
+
+    register()  # bare checkpoint paths load trained vla-rft policies
     _check(cfg)
     from robots.base import RobotError
 
