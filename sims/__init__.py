@@ -12,6 +12,14 @@ The public API for the rest of the project:
 
 from __future__ import annotations
 
+import os
+
+# MuJoCo picks its OpenGL backend when first imported: without a display, render headless
+# through EGL (software llvmpipe on a CPU machine). An explicit MUJOCO_GL always wins.
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
