@@ -125,7 +125,7 @@ def register_policy(name: str) -> Callable[[P], P]:
 BUILTIN_POLICY_MODULES = ("vla_rft.policies.vla",)
 # Types whose module is imported only when a checkpoint or caller names them: the LeRobot
 # adapter pulls in lerobot's policy stack, which listing or loading other types never needs.
-LAZY_POLICY_MODULES = {"lerobot": "vla_rft.policies.lerobot_adapter"}
+LAZY_POLICY_MODULES = {"lerobot": "vla_rft.policies.lerobot.adapter"}
 
 
 def _register_builtins(name: str | None = None) -> None:
@@ -411,15 +411,17 @@ def load_policy(path: str | os.PathLike, *, cameras: list[str] | None = None, st
     """Load a policy checkpoint (in eval mode) and check it against the caller's environment.
 
     ``path`` may also be a LeRobot ``save_pretrained`` directory (a ``config.json`` with a
-    ``"type"`` and no ``meta.json``) or ``lerobot:DIR``: see :mod:`vla_rft.policies.lerobot_adapter`.
+    ``"type"`` and no ``meta.json``) or ``lerobot:DIR``: see :mod:`vla_rft.policies.lerobot.adapter`.
 
     Raises :class:`CheckpointError` for a missing/corrupt checkpoint, one of another kind, an
     unknown policy type or missing normalization statistics, and :class:`ContractError` when
     the environment lacks a camera or has another state/action dimension or image size.
     """
-    from vla_rft.policies.lerobot_adapter import is_lerobot_pretrained_dir, load_lerobot_pretrained
+    from vla_rft.policies.lerobot import is_lerobot_pretrained_dir
 
     if is_lerobot_pretrained_dir(path):  # a LeRobot save_pretrained directory, or "lerobot:DIR"
+        from vla_rft.policies.lerobot.adapter import load_lerobot_pretrained
+
         policy: Policy = load_lerobot_pretrained(path, device=device)
     else:
         policy = policy_from_checkpoint(load_checkpoint(path, kind=POLICY_KIND, device=device), f"checkpoint '{path}'")

@@ -38,6 +38,7 @@ action query; Diffusion: the global conditioning vector).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -50,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vla_rft.checkpoint import META_FILE, CheckpointError
+from vla_rft.checkpoint import CheckpointError
 from vla_rft.contract import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, TASK_KEY, ContractError
 from vla_rft.policies.base import (
     Obs,
@@ -61,7 +62,8 @@ from vla_rft.policies.base import (
     _as_tensor,
     register_policy,
 )
-from vla_rft.policies.heads import GaussianChunkHead
+from vla_rft.policies.heads import GaussianChunkHead, gaussian_log_density
+from vla_rft.policies.lerobot import LEROBOT_CONFIG, strip_prefix
 from vla_rft.policies.normalizer import Normalizer
 
 if TYPE_CHECKING:
@@ -71,8 +73,6 @@ if TYPE_CHECKING:
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-LEROBOT_PREFIX = "lerobot:"
-LEROBOT_CONFIG = "config.json"
 LEROBOT_WEIGHTS = "model.safetensors"
 PREPROCESSOR_FILE = "policy_preprocessor.json"
 POSTPROCESSOR_FILE = "policy_postprocessor.json"
@@ -103,30 +103,6 @@ class LeRobotAdapterConfig:
     """Seed of the initial and per-step noise of a diffusion sampler, so its chunk is a function of the observation."""
     source: str = ""
     """The LeRobot directory this policy was first loaded from (provenance only)."""
-
-
-# ------------------------------------------------------------------------------ detection
-def strip_prefix(path: str | os.PathLike) -> tuple[Path, bool]:
-    """(directory, forced): ``lerobot:DIR`` forces the LeRobot loader."""
-    text = os.fspath(path)
-    if text.startswith(LEROBOT_PREFIX):
-        return Path(text[len(LEROBOT_PREFIX):]), True
-    return Path(text), False
-
-
-def is_lerobot_pretrained_dir(path: str | os.PathLike) -> bool:
-    """True for ``lerobot:...`` paths and for directories with a LeRobot ``config.json`` (a
-    ``"type"`` field) and no vla-rft ``meta.json``. Reads JSON only; imports nothing heavy."""
-    directory, forced = strip_prefix(path)
-    if forced:
-        return True
-    cfg = directory / LEROBOT_CONFIG
-    if not directory.is_dir() or (directory / META_FILE).exists() or not cfg.is_file():
-        return False
-    try:
-        return isinstance(json.loads(cfg.read_text()).get("type"), str)
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
 
 
 # ------------------------------------------------------------------------------ LeRobot config
@@ -269,12 +245,34 @@ def action_normalizer(post: PolicyProcessorPipeline, state_dim: int, action_dim:
 # ------------------------------------------------------------------------------ heads and backends
 class ExplorationHead(GaussianChunkHead):
     """A Gaussian around a deterministic policy's chunk: the mean *is* the wrapped policy's
-    normalized chunk (identity), the log-std a learned (h, A) parameter. Everything else
-    (sampling, log-prob, entropy, BC's L1 + detached NLL) is :class:`GaussianChunkHead`'s."""
+    normalized chunk (identity), the log-std a learned (h, A) parameter (BC's L1 + detached
+    NLL is :class:`GaussianChunkHead`'s).
 
-    def __init__(self, chunk_size: int, action_dim: int, *, init_log_std: float) -> None:
+    ``active`` (A,) marks the action dimensions the postprocessor does not collapse: where
+    LeRobot's statistics say a dimension is constant (std or range 0) it outputs that constant
+    whatever the model says, so those dimensions carry no randomness here either (sampled at
+    the mean, left out of log-prob and entropy) instead of an ill-conditioned density."""
+
+    def __init__(self, chunk_size: int, action_dim: int, *, init_log_std: float, active: torch.Tensor) -> None:
         super().__init__(action_dim, chunk_size, action_dim, init_log_std=init_log_std, loss="l1")
         self.mean = nn.Identity()
+        self.register_buffer("active", active.to(torch.float32).reshape(action_dim), persistent=False)
+
+    def sample(self, tokens: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        log_std = self._log_std()
+        eps = torch.randn(tokens.shape, generator=generator, dtype=tokens.dtype, device=tokens.device)
+        chunk = tokens + eps * torch.exp(log_std) * self.active  # (B, h, A)
+        return chunk[:, None], self._density(chunk, tokens, log_std)
+
+    def log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return self._density(latent[:, -1], tokens, self._log_std())
+
+    def _density(self, chunk: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+        return (gaussian_log_density(chunk, mean, log_std) * self.active).sum(dim=(-2, -1))
+
+    def entropy(self, tokens: torch.Tensor) -> torch.Tensor:
+        per_dim = (0.5 + 0.5 * math.log(2 * math.pi) + self._log_std()) * self.active  # (h, A)
+        return per_dim.sum().expand(tokens.shape[0])
 
 
 @contextmanager
@@ -373,7 +371,9 @@ class LeRobotPolicy(Policy):
         self.preprocessor, self.postprocessor = pre, post
         self._check_normalizer(where)
         spec = self.spec
-        self.head = ExplorationHead(spec.chunk_size, spec.action_dim, init_log_std=config.init_log_std)
+        half_range = torch.from_numpy((normalizer.action_high - normalizer.action_low) / 2)
+        self.head = ExplorationHead(spec.chunk_size, spec.action_dim, init_log_std=config.init_log_std,
+                                    active=half_range > 2 * _MIN_ACTION_SCALE)
         d = _feature_dim(wrapped)
         self.value_net = (nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 256), nn.GELU(), nn.Linear(256, 1))
                           if config.value_head else None)
@@ -454,7 +454,7 @@ def load_lerobot_pretrained(path: str | os.PathLike, *, device: str = "cpu", ini
     policy_type = str(json.loads(text).get("type"))
     _check_type(policy_type, where)
     lr_cfg = _lerobot_config_from_json(text, device)
-    cameras, _, state_dim, action_dim = _features_spec(lr_cfg, where)
+    _, _, state_dim, action_dim = _features_spec(lr_cfg, where)
     pre, post = load_pipeline(directory, PREPROCESSOR_FILE, "pre"), load_pipeline(directory, POSTPROCESSOR_FILE, "post")
     try:
         wrapped = get_policy_class(policy_type).from_pretrained(str(directory), config=lr_cfg, strict=True)
