@@ -140,8 +140,9 @@ def _register_builtins(name: str | None = None) -> None:
 
 
 def available_policies() -> list[str]:
+    """Every policy type: registered ones and built-in ones imported on first use."""
     _register_builtins()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(LAZY_POLICY_MODULES))
 
 
 def policy_class(name: str) -> type[Policy]:
