@@ -42,7 +42,7 @@ def main() -> int:
               f"{res['episodes']} | {res['seconds']} |", flush=True)
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
     Path("benchmarks/results/expert_success.json").write_text(json.dumps(
-        {"command": "python benchmarks/expert_success.py --episodes %d --seed %d" % (args.episodes, args.seed),
+        {"command": f"python benchmarks/expert_success.py --episodes {args.episodes} --seed {args.seed}",
          "seeds": f"{args.seed}..{args.seed + args.episodes - 1}", "rows": rows}, indent=2) + "\n")
     return 0 if all(r["success_rate"] >= 0.95 for r in rows) else 1
 

@@ -42,7 +42,16 @@ class Command:
 
 def _commands() -> dict[str, Command]:
     # Imported lazily so that `vla-rft --help` and light commands start fast.
-    from vla_rft.commands import bench, bench_policy, collect, deploy, evaluate, pretrain, quickstart, tasks
+    from vla_rft.commands import (
+        bench,
+        bench_policy,
+        collect,
+        deploy,
+        evaluate,
+        pretrain,
+        quickstart,
+        tasks,
+    )
 
     return {
         "quickstart": Command(lambda: quickstart.QuickstartConfig, quickstart.run, "quickstart"),

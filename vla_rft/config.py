@@ -112,9 +112,9 @@ def _expand_bool_flags(cls: type, args: list[str]) -> list[str]:
     out = []
     for i, a in enumerate(args):
         nxt = args[i + 1] if i + 1 < len(args) else None
-        if a.startswith("--") and "=" not in a and (nxt is None or nxt.startswith("--")):
-            if _leaf_type(cls, a[2:].replace("-", "_")) in (bool, bool | None):
-                a = a + "=true"
+        bare = a.startswith("--") and "=" not in a and (nxt is None or nxt.startswith("--"))
+        if bare and _leaf_type(cls, a[2:].replace("-", "_")) in (bool, bool | None):
+            a = a + "=true"
         out.append(a)
     return out
 

@@ -122,7 +122,7 @@ def measure_robosuite(seconds: float, image_size: int) -> dict[str, float] | Non
     except ValueError:
         return None
     proc = subprocess.run([sys.executable, "-c", _ROBOSUITE_CHILD, str(seconds), str(image_size)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith("ROBOSUITE_JSON "):
             return json.loads(line.split(" ", 1)[1])
@@ -161,7 +161,7 @@ def run_sim(cfg: BenchSimConfig) -> int:
     if cfg.json:
         print_json(res)
         return 0
-    fmt = lambda v: "n/a" if v is None else f"{v:,.1f}"  # noqa: E731
+    fmt = lambda v: "n/a" if v is None else f"{v:,.1f}"
     print(f"scene: {cfg.task}, {res['substeps']} substeps per env step, {cfg.image_size}x{cfg.image_size} camera, 1 core")
     for k in ("mj_step_per_s", "env_steps_per_s_state", "env_steps_per_s_camera",
               "robosuite_steps_per_s_state", "robosuite_steps_per_s_camera"):

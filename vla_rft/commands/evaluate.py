@@ -9,6 +9,7 @@ JSON object with ``--json``) and to ``runs/<name>/summary.json``; ``--video`` wr
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,9 +94,9 @@ def run(cfg: EvalConfig) -> int:
 
     torch.set_num_threads(cfg.threads)
     run_dir = open_run("eval", cfg, cfg.logging)
-    base = dict(episodes=cfg.episodes, seed=cfg.seed, num_envs=cfg.num_envs, vector=cfg.vector,
-                perturbation=cfg.perturb, replan=cfg.replan, deterministic=cfg.deterministic,
-                videos=cfg.video_episodes if cfg.video else 0)
+    settings = EvalSettings(episodes=cfg.episodes, seed=cfg.seed, num_envs=cfg.num_envs, vector=cfg.vector,
+                            perturbation=cfg.perturb, replan=cfg.replan, deterministic=cfg.deterministic,
+                            videos=cfg.video_episodes if cfg.video else 0)
     video_dir = run_dir.videos if cfg.video else None
     if cfg.policy == "scripted:expert":
         from vla_rft.evaluation.harness import TaskResult
@@ -104,7 +105,7 @@ def run(cfg: EvalConfig) -> int:
         results: list[TaskResult] = []
         for task in cfg.tasks:
             pol = ScriptedExpertPolicy(task)
-            results.append(run_task(pol, task, EvalSettings(**base), video_dir=video_dir, reset_hook=pol.reset_hook))
+            results.append(run_task(pol, task, settings, video_dir=video_dir, reset_hook=pol.reset_hook))
         succ, n = sum(r.successes for r in results), sum(r.episodes for r in results)
         res = {"success_rate": succ / n, "episodes": n, "successes": succ, "ci95": list(wilson_interval(succ, n)),
                "per_task": {r.task: r.as_dict() for r in results}, "seed": cfg.seed, "perturbation": cfg.perturb}
@@ -113,7 +114,7 @@ def run(cfg: EvalConfig) -> int:
 
         policy = load_policy(cfg.policy)
         spec = policy.spec
-        settings = EvalSettings(**base, cameras=list(spec.cameras), image_size=int(spec.image_size[0]))
+        settings = dataclasses.replace(settings, cameras=list(spec.cameras), image_size=int(spec.image_size[0]))
         with torch.inference_mode():
             res = evaluate(policy, list(cfg.tasks), settings, video_dir=video_dir)
     res["policy"] = cfg.policy

@@ -110,7 +110,7 @@ class ChunkWindows:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         b = self.batch(np.array([i]))
-        return {k: (v[0] if not isinstance(v, list) else v[0]) for k, v in b.items()}
+        return {k: v[0] for k, v in b.items()}
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, Any]:
         return self.batch(rng.integers(0, len(self), size=batch_size))
