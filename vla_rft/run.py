@@ -81,7 +81,7 @@ class RunDir:
 
     def finish(self) -> None:
         if self.wandb_run is not None:
-            self.wandb_run.finish(quiet=True)
+            self.wandb_run.finish()
             self.wandb_run = None
 
 

@@ -27,6 +27,9 @@ class CollectConfig:
     """Perturbation level(s) - none, visual, semantic, execution, dynamics (comma-separated)."""
     storage: str = "image"
     """'image' (PNG frames in parquet, fast random access) or 'video' (mp4)."""
+    noise: float = 0.0
+    """DART noise - std of Gaussian noise added to the executed action (the recorded label stays the
+    expert's clean action), so demos show how to recover from the policy's own errors. 0 disables."""
     keep_failures: bool = False
     """Also write episodes the expert failed (flagged by next.success); by default only successes."""
     json: bool = False
@@ -58,6 +61,8 @@ def collect(cfg: CollectConfig) -> dict:
         raise ValueError(f"--task is required; tasks: {', '.join(s.name for s in sims.list_tasks())}")
     if not cfg.out:
         raise ValueError("--out is required (a new directory for the dataset)")
+    if cfg.noise < 0:
+        raise ValueError(f"--noise must be >= 0, got {cfg.noise}")
     if cfg.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {cfg.episodes}")
     _quiet_datasets()
@@ -70,6 +75,7 @@ def collect(cfg: CollectConfig) -> dict:
                                  env.action_space.shape[0], storage=cfg.storage)
     writer = EpisodeWriter(cfg.out, features, fps=int(env.unwrapped.metadata["render_fps"]),
                            robot_type="vla_rft_arm")
+    noise_rng = np.random.default_rng([cfg.seed, 1])
     successes = written = 0
     from tqdm import tqdm
 
@@ -80,7 +86,10 @@ def collect(cfg: CollectConfig) -> dict:
         frames = []
         while True:
             action = expert(obs)
-            nxt, reward, terminated, truncated, info = env.step(action)
+            executed = action
+            if cfg.noise > 0:  # DART: perturb what is executed, record the expert's correction
+                executed = np.clip(action + noise_rng.normal(0.0, cfg.noise, action.shape), -1, 1).astype(np.float32)
+            nxt, reward, terminated, truncated, info = env.step(executed)
             success = success or bool(info["is_success"])
             frames.append((obs, action, float(reward), bool(info["is_success"]), terminated or truncated))
             obs = nxt
@@ -99,7 +108,7 @@ def collect(cfg: CollectConfig) -> dict:
     rate = successes / cfg.episodes
     lo, hi = wilson_interval(successes, cfg.episodes)
     return {"task": cfg.task, "episodes": cfg.episodes, "success_rate": rate, "out": cfg.out,
-            "episodes_written": written, "ci95": [lo, hi], "seed": cfg.seed}
+            "episodes_written": written, "ci95": [lo, hi], "seed": cfg.seed, "noise": cfg.noise}
 
 
 def _quiet_datasets() -> None:
