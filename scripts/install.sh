@@ -3,12 +3,12 @@
 # package with its extras, and robosuite (whose pins pip cannot co-resolve with lerobot).
 #
 #   bash scripts/install.sh            # into the active virtualenv, else a new ./.venv
-#   VLA_RFT_EXTRAS=dev,bench,ray bash scripts/install.sh
+#   VLA_RFT_EXTRAS=dev,bench bash scripts/install.sh   # without Ray
 #   VLA_RFT_ROBOSUITE=0 bash scripts/install.sh   # skip robosuite (the sim benchmark then omits it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXTRAS="${VLA_RFT_EXTRAS:-dev,bench}"
+EXTRAS="${VLA_RFT_EXTRAS:-dev,bench,ray}"
 ROBOSUITE="${VLA_RFT_ROBOSUITE:-1}"
 
 # 1. Debian libraries: EGL/OSMesa for MuJoCo's headless renderer, libav* for torchcodec video decoding.

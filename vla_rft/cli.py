@@ -22,6 +22,7 @@ commands:
   collect      run a task's scripted expert and write a LeRobotDataset of demonstrations
   bench sim    measure simulator speed (mj_step, env steps/s with and without camera, robosuite)
   pretrain     multi-task behaviour cloning of a policy on LeRobotDatasets (resumable)
+  finetune     online RL fine-tuning of a policy on a task: PPO or GRPO on action chunks (resumable)
   eval         success rates of a policy on tasks (seeded, vectorized, Wilson 95% intervals, videos)
   bench policy measure policy inference latency (presets x batch x resolution) and sizes
   serve        serve a policy over websockets + msgpack (robots.server)
@@ -48,6 +49,7 @@ def _commands() -> dict[str, Command]:
         collect,
         deploy,
         evaluate,
+        finetune,
         pretrain,
         quickstart,
         tasks,
@@ -59,6 +61,7 @@ def _commands() -> dict[str, Command]:
         "collect": Command(lambda: collect.CollectConfig, collect.run, "collect demonstrations", "collect"),
         "bench sim": Command(lambda: bench.BenchSimConfig, bench.run_sim, "simulator benchmark"),
         "pretrain": Command(lambda: pretrain.PretrainConfig, pretrain.run, "behaviour cloning", "pretrain"),
+        "finetune": Command(lambda: finetune.FinetuneConfig, finetune.run, "RL fine-tuning", "finetune"),
         "eval": Command(lambda: evaluate.EvalConfig, evaluate.run, "evaluate a policy", "eval"),
         "bench policy": Command(lambda: bench_policy.BenchPolicyConfig, bench_policy.run, "policy benchmark"),
         "serve": Command(lambda: deploy.ServeConfig, deploy.run_serve, "policy server"),

@@ -126,3 +126,23 @@ def test_eval_scripted_expert_json(tmp_path):
 def test_eval_bad_input(args, needle, tmp_path):
     p = vla(*args, "--logging.root", str(tmp_path), check=False)
     assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_collect_dart_noise_perturbs_execution_not_labels(tmp_path):
+    from vla_rft.data.chunks import load_episode_table
+
+    for name, noise in (("clean", "0"), ("dart", "0.3")):
+        res = json.loads(vla("collect", "--task", "reach_target", "--episodes", "2", "--seed", "3", "--noise", noise,
+                             "--cameras=[front]", "--out", str(tmp_path / name), "--json").stdout)
+        assert res["success_rate"] == 1.0 and res["noise"] == float(noise)
+    clean, dart = load_episode_table(tmp_path / "clean"), load_episode_table(tmp_path / "dart")
+    n = min(len(clean), len(dart))
+    # the executed noise moves the arm elsewhere ...
+    assert not np.allclose(clean.arrays["observation.state"][1:n], dart.arrays["observation.state"][1:n])
+    # ... while the recorded labels stay the expert's clean actions: smooth from step to step
+    # (recorded N(0, 0.3) noise would make consecutive actions differ by ~0.34 on average)
+    a, ep = dart.arrays["action"], dart.arrays["episode_index"]
+    same = ep[1:] == ep[:-1]
+    assert np.abs(np.diff(a, axis=0))[same][:, :3].mean() < 0.12
+    p = vla("collect", "--task", "reach_target", "--out", str(tmp_path / "x"), "--noise", "-1", check=False)
+    assert p.returncode == 2 and "--noise must be >= 0" in p.stderr

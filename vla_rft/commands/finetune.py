@@ -1,0 +1,337 @@
+"""``vla-rft finetune``: online reinforcement fine-tuning (PPO or GRPO on action chunks).
+
+Starts from a policy checkpoint (``vla-rft pretrain`` output), collects chunked rollouts on the
+target task's vector envs (in process, or on Ray actors with ``--runtime ray``), updates the
+policy, evaluates it periodically through the evaluation harness (target task, and optionally
+retention tasks), and writes a run directory: ``config.yaml``, ``metrics.jsonl``,
+``checkpoints/{last,best,reference}`` (``last``/``best`` are loadable policies that also hold
+the optimizer, RNG state and counters; ``reference`` is the frozen starting policy),
+``summary.json`` and wandb's offline files.
+
+Exact resume: every iteration's rollouts are a function of the policy weights and the
+iteration index (seeded resets, seeded sampling), and minibatch shuffling uses a numpy
+Generator saved in the checkpoint, so ``--stop_at N`` then ``--resume RUN_DIR`` logs the same
+metrics as an uninterrupted run (tested).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vla_rft.algorithms.grpo import GRPOConfig
+from vla_rft.algorithms.losses import RegularizerConfig
+from vla_rft.algorithms.optim import RLOptimConfig
+from vla_rft.algorithms.ppo import PPOConfig
+from vla_rft.run import LoggingConfig
+
+
+@dataclass
+class FinetuneConfig:
+    """Online RL fine-tuning of a policy on one task (PPO or GRPO over action chunks)."""
+
+    algo: str = "ppo"
+    """Algorithm, ppo or grpo."""
+    policy: str | None = None
+    """Required. The starting policy checkpoint directory (it is also the reference policy pi_0)."""
+    task: str | None = None
+    """Required. The task to fine-tune on (see vla-rft tasks)."""
+    iterations: int = 100
+    """Collect-then-update iterations (the learning-rate schedule spans them)."""
+    num_envs: int = 8
+    """PPO parallel envs (GRPO uses grpo.groups x grpo.group_size envs instead)."""
+    rollout_len: int = 8
+    """PPO rollout length in chunk steps per env and iteration (each chunk is h env steps)."""
+    vector: str = "sync"
+    """Vector env kind, sync (one process) or async (a subprocess per env)."""
+    reward_type: str = "dense"
+    """Env reward, dense (staged shaping) or sparse (1 on success). GRPO always uses success."""
+    time_limit: int | None = None
+    """Override the task's time limit (default the task's own)."""
+    perturbation: str = "none"
+    """Perturbation level(s) applied to training episodes (see vla-rft tasks)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO hyperparameters."""
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    """GRPO hyperparameters."""
+    optim: RLOptimConfig = field(default_factory=RLOptimConfig)
+    """Optimizer, per-group learning rates and schedule."""
+    regularizers: RegularizerConfig = field(default_factory=RegularizerConfig)
+    """Extra loss terms against the starting policy (forgetting mitigation)."""
+    eval_every: int = 10
+    """Evaluate every this many iterations, and after the last (0 disables periodic evaluation)."""
+    eval_episodes: int = 20
+    """Episodes per task and evaluation."""
+    eval_seed: int = 100000
+    """Evaluation episode i uses seed eval_seed + i (kept apart from training seeds)."""
+    eval_num_envs: int = 8
+    """Evaluation episodes run side by side."""
+    retain_tasks: list[str] = field(default_factory=list)
+    """Other tasks evaluated alongside the target (success kept on pretraining tasks)."""
+    runtime: str = "local"
+    """Where rollouts run, local (this process) or ray (rollout workers as Ray actors)."""
+    ray_workers: int = 2
+    """Ray rollout actors (runtime ray); the envs are split between them."""
+    seed: int = 0
+    """Seeds env resets, chunk sampling and minibatch shuffling."""
+    save_every: int = 10
+    """Write checkpoints/last every this many iterations (and at the end)."""
+    stop_at: int | None = None
+    """Stop after this iteration with a resumable checkpoint, as if interrupted (schedule unchanged)."""
+    resume: str | None = None
+    """Resume the run in this run directory from its checkpoints/last, with its stored config."""
+    num_threads: int = 1
+    """torch CPU threads (1 by default on the shared 2-core machine)."""
+    device: str = "cpu"
+    """torch device."""
+    json: bool = False
+    """Print one JSON object (the run summary) on stdout."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Run directory and wandb settings."""
+
+
+# ------------------------------------------------------------------------------ setup
+def _check(cfg: FinetuneConfig) -> None:
+    from vla_rft.errors import UserInputError
+
+    if cfg.algo not in ("ppo", "grpo"):
+        raise UserInputError(f"--algo must be ppo or grpo, got '{cfg.algo}'")
+    if not cfg.policy:
+        raise UserInputError("--policy is required: a policy checkpoint directory (from vla-rft pretrain)")
+    if not cfg.task:
+        raise UserInputError("--task is required (see vla-rft tasks)")
+    if cfg.runtime not in ("local", "ray"):
+        raise UserInputError(f"--runtime must be local or ray, got '{cfg.runtime}'")
+    for name in ("iterations", "num_envs", "rollout_len", "eval_episodes", "eval_num_envs", "num_threads",
+                 "save_every", "ray_workers"):
+        if getattr(cfg, name) < 1:
+            raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.stop_at is not None and cfg.stop_at < 1:
+        raise UserInputError(f"--stop_at must be >= 1, got {cfg.stop_at}")
+
+
+def _num_envs(cfg: FinetuneConfig) -> int:
+    return cfg.grpo.groups * cfg.grpo.group_size if cfg.algo == "grpo" else cfg.num_envs
+
+
+def _env_spec(cfg: FinetuneConfig, policy: Any) -> Any:
+    from vla_rft.runtime import EnvSpec
+
+    spec = policy.spec
+    kwargs: dict[str, Any] = {"obs_mode": "rgb", "cameras": list(spec.cameras), "image_size": int(spec.image_size[0]),
+                              "reward_type": "sparse" if cfg.algo == "grpo" else cfg.reward_type,
+                              "perturbation": cfg.perturbation}
+    if cfg.time_limit is not None:
+        kwargs["max_episode_steps"] = cfg.time_limit
+    return EnvSpec(str(cfg.task), _num_envs(cfg), cfg.vector, kwargs)
+
+
+def _max_chunks(cfg: FinetuneConfig, policy: Any) -> int:
+    """GRPO rollout cap: enough chunks to cover the task's time limit."""
+    import sims
+
+    limit = cfg.time_limit or next(t.max_episode_steps for t in sims.list_tasks() if t.name == cfg.task)
+    return max(cfg.grpo.max_chunks, math.ceil(limit / policy.spec.chunk_size))
+
+
+def _load_policies(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> tuple[Any, Any, Any]:
+    """(policy, reference policy, checkpoint or None); the reference is kept in the run dir."""
+    from vla_rft.checkpoint import load_checkpoint
+    from vla_rft.policies import load_policy, policy_from_checkpoint
+
+    ref_dir = run_dir / "checkpoints" / "reference"
+    if resume:
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "last", kind="policy", device=cfg.device)
+        policy = policy_from_checkpoint(ckpt, f"checkpoint '{run_dir / 'checkpoints' / 'last'}'").to(cfg.device)
+        reference = load_policy(ref_dir, device=cfg.device)
+    else:
+        ckpt = None
+        policy = load_policy(cfg.policy, device=cfg.device)
+        reference = load_policy(cfg.policy, device=cfg.device)
+        reference.save(ref_dir)
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    return policy.eval(), reference.eval(), ckpt
+
+
+def _learner(cfg: FinetuneConfig, policy: Any, reference: Any, terms: list[Any] | None) -> Any:
+    from vla_rft.algorithms.grpo import GRPO
+    from vla_rft.algorithms.losses import build_terms
+    from vla_rft.algorithms.ppo import PPO
+
+    all_terms = build_terms(cfg.regularizers) + list(terms or [])
+    cls, algo_cfg = (PPO, cfg.ppo) if cfg.algo == "ppo" else (GRPO, cfg.grpo)
+    return cls(policy, reference, algo_cfg, cfg.optim, cfg.iterations, all_terms)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def _save(path: Path, learner: Any, np_rng: Any, counters: dict[str, int], extra: dict[str, Any]) -> None:
+    import torch
+
+    from vla_rft.algorithms.losses import NonFiniteLossError
+    from vla_rft.policies.training import optimizer_to_checkpoint
+    from vla_rft.seeding import get_rng_state
+
+    bad = [n for n, p in learner.policy.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise NonFiniteLossError(f"parameter '{bad[0]}' became non-finite by iteration {counters['iteration']}; "
+                                 f"stopped without writing {path.name}")
+    opt_tensors, opt_meta = optimizer_to_checkpoint(learner.optimizer)
+    learner.policy.save(path, step=counters["iteration"], counters=counters, optimizer=opt_tensors,
+                        rng=get_rng_state(np_rng), extra={"optimizer": opt_meta, "trainer": "finetune", **extra})
+
+
+def _restore(learner: Any, ckpt: Any, np_rng: Any) -> tuple[dict[str, int], dict[str, Any]]:
+    from vla_rft.checkpoint import CheckpointError
+    from vla_rft.policies.training import optimizer_from_checkpoint
+    from vla_rft.seeding import set_rng_state
+
+    if ckpt.rng is None or not ckpt.extra or ckpt.extra.get("trainer") != "finetune":
+        raise CheckpointError("checkpoints/last is not a resumable finetune checkpoint")
+    optimizer_from_checkpoint(learner.optimizer, ckpt.optimizer, ckpt.extra["optimizer"])
+    set_rng_state(ckpt.rng, np_rng)
+    return dict(ckpt.counters), dict(ckpt.extra)
+
+
+def _resumed_config(cfg: FinetuneConfig) -> FinetuneConfig:
+    """The stored config of ``cfg.resume``; only stop_at and json come from the command line."""
+    import yaml
+
+    from vla_rft.config import from_dict
+
+    run_dir = Path(cfg.resume or "")
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        raise FileNotFoundError(f"'{run_dir}' is not a finetune run directory (no config.yaml)")
+    resumed = from_dict(FinetuneConfig, yaml.safe_load(stored.read_text()))
+    resumed.stop_at, resumed.json, resumed.resume = cfg.stop_at, cfg.json, str(run_dir)
+    resumed.logging.root, resumed.logging.name = str(run_dir.parent), run_dir.name
+    return resumed
+
+
+# ------------------------------------------------------------------------------ evaluation
+def _evaluate(cfg: FinetuneConfig, policy: Any) -> dict[str, Any]:
+    """Deterministic harness evaluation on the target (and retention) tasks: flat metrics."""
+    from vla_rft.evaluation.harness import EvalSettings, evaluate
+
+    spec = policy.spec
+    settings = EvalSettings(episodes=cfg.eval_episodes, seed=cfg.eval_seed, num_envs=cfg.eval_num_envs,
+                            vector=cfg.vector, image_size=int(spec.image_size[0]), cameras=list(spec.cameras))
+    out: dict[str, Any] = {}
+    for task in [str(cfg.task), *cfg.retain_tasks]:
+        res = evaluate(policy, [task], settings)
+        prefix = "eval" if task == cfg.task else f"eval_retention/{task}"
+        out[f"{prefix}/success_rate"] = res["success_rate"]
+        out[f"{prefix}/ci95_low"], out[f"{prefix}/ci95_high"] = res["ci95"]
+        out[f"{prefix}/mean_length"] = res["per_task"][task]["mean_length"]
+    return out
+
+
+def _rollout_metrics(data: Any, algo: str, seconds: float) -> dict[str, float]:
+    import numpy as np
+
+    ro = data.rollout if algo == "grpo" else data
+    eps = ro.episodes
+    out = {"rollout/episodes": float(len(eps)), "rollout/env_steps_per_s": ro.env_steps / max(seconds, 1e-9)}
+    if eps:
+        out["rollout/success_rate"] = float(np.mean([e["success"] for e in eps]))
+        out["rollout/return"] = float(np.mean([e["return"] for e in eps]))
+        out["rollout/length"] = float(np.mean([e["length"] for e in eps]))
+    return out
+
+
+# ------------------------------------------------------------------------------ training
+def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) fine-tuning; returns the summary written to summary.json.
+
+    ``extra_terms`` are loss terms added to those the config asks for (Python API: a new
+    forgetting-mitigation method or a test's fault injection)."""
+    import torch
+    from tqdm import tqdm
+
+    from vla_rft.run import open_run
+    from vla_rft.runtime import make_runtime
+    from vla_rft.runtime.local import RolloutPlan
+    from vla_rft.seeding import seed_everything
+
+    _check(cfg)
+    torch.set_num_threads(cfg.num_threads)
+    np_rng = seed_everything(cfg.seed)
+    if cfg.logging.name is None:
+        cfg.logging.name = f"finetune-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    run = open_run("finetune", cfg, cfg.logging, resume=cfg.resume is not None)
+    policy, reference, ckpt = _load_policies(cfg, run.path, cfg.resume is not None)
+    learner = _learner(cfg, policy, reference, extra_terms)
+    counters, extra = ({"iteration": 0, "env_steps": 0}, {"best_success": -1.0})
+    if ckpt is not None:
+        counters, extra = _restore(learner, ckpt, np_rng)
+    plan = RolloutPlan(num_chunks=cfg.rollout_len if cfg.algo == "ppo" else _max_chunks(cfg, policy),
+                       seed=cfg.seed, groups=cfg.grpo.groups if cfg.algo == "grpo" else 0,
+                       group_size=cfg.grpo.group_size if cfg.algo == "grpo" else 0)
+    runtime = make_runtime(cfg.runtime, _env_spec(cfg, policy), policy, cfg.ppo.gamma, plan, cfg.ray_workers)
+    start = counters["iteration"]
+    end = min(cfg.iterations, cfg.stop_at) if cfg.stop_at is not None else cfg.iterations
+    last_eval: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    bar = tqdm(total=end, initial=start, desc=f"finetune {cfg.algo}", file=sys.stderr, disable=None, dynamic_ncols=True)
+    try:
+        for it in range(start, end):
+            t0 = time.perf_counter()
+            data = runtime.collect_chunks(policy, it) if cfg.algo == "ppo" else runtime.collect_groups(policy, it)
+            collect_s = time.perf_counter() - t0
+            metrics = {f"train/{k}": v for k, v in learner.update(data, it, np_rng).items()}
+            metrics.update(_rollout_metrics(data, cfg.algo, collect_s))
+            counters = {"iteration": it + 1, "env_steps": counters["env_steps"] +
+                        (data.rollout if cfg.algo == "grpo" else data).env_steps}
+            metrics["env_steps"] = counters["env_steps"]
+            metrics["iteration_seconds"] = time.perf_counter() - t0
+            if (cfg.eval_every and (it + 1) % cfg.eval_every == 0) or it + 1 == cfg.iterations:
+                last_eval = _evaluate(cfg, policy)
+                metrics.update(last_eval)
+                if last_eval["eval/success_rate"] > extra["best_success"]:
+                    extra["best_success"] = last_eval["eval/success_rate"]
+                    _save(run.checkpoints / "best", learner, np_rng, counters, extra)
+            run.log(it + 1, metrics)
+            bar.update(1)
+            bar.set_postfix(succ=f"{metrics.get('rollout/success_rate', float('nan')):.2f}",
+                            kl0=f"{metrics['train/kl_to_start']:.3f}")
+            if (it + 1) % cfg.save_every == 0 or it + 1 == end:
+                _save(run.checkpoints / "last", learner, np_rng, counters, extra)
+    finally:
+        bar.close()
+        runtime.close()
+        run.finish()
+    summary = {"run_dir": str(run.path), "checkpoint": str(run.checkpoints / "last"),
+               "best_checkpoint": str(run.checkpoints / "best") if extra["best_success"] >= 0 else None,
+               "algo": cfg.algo, "task": cfg.task, "iteration": counters["iteration"],
+               "finished": counters["iteration"] >= cfg.iterations, "env_steps": counters["env_steps"],
+               "best_success": extra["best_success"] if extra["best_success"] >= 0 else None,
+               "train_seconds": round(time.perf_counter() - t_start, 2), **last_eval}
+    run.write_summary(summary)
+    return summary
+
+
+def run(cfg: FinetuneConfig) -> int:
+    """CLI entry: fine-tune (or resume), print the summary; a NaN/inf loss exits 1 with one line."""
+    from vla_rft.algorithms.losses import NonFiniteLossError
+    from vla_rft.cli import print_json
+
+    if cfg.resume is not None:
+        cfg = _resumed_config(cfg)
+    try:
+        summary = train(cfg)
+    except NonFiniteLossError as e:
+        print(f"vla-rft: error: {e}", file=sys.stderr)
+        return 1
+    if cfg.json:
+        print_json(summary)
+    else:
+        state = "finished" if summary["finished"] else "stopped (resumable)"
+        best = summary["best_success"]
+        print(f"finetune {cfg.algo} {state} at iteration {summary['iteration']} ({summary['env_steps']} env steps); "
+              f"best eval success {best if best is not None else 'n/a'}; checkpoint {summary['checkpoint']}")
+    return 0
