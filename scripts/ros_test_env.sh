@@ -17,7 +17,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-VENV="${1:-$ROOT/.venv-ros}"
+VENV="$(realpath -m "${1:-$ROOT/.venv-ros}")"  # absolute: it ends up in LD_LIBRARY_PATH
 PY="${PYTHON:-python3.11}"
 START=$(date +%s)
 
@@ -114,7 +114,7 @@ PORT="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.
 ) >"$SMOKE_HOME/bridge.log" 2>&1 &
 BRIDGE=$!
 trap 'kill "$BRIDGE" 2>/dev/null || true; wait "$BRIDGE" 2>/dev/null || true; rm -rf "$SMOKE_HOME"' EXIT
-"$VENV/bin/python" - "$PORT" <<'PYEOF'
+if "$VENV/bin/python" - "$PORT" <<'PYEOF'
 import sys, time
 from websockets.sync.client import connect
 port = int(sys.argv[1])
@@ -128,6 +128,9 @@ while True:
             sys.exit(f"ros_test_env: the bridge did not accept connections on 127.0.0.1:{port}")
         time.sleep(0.2)
 PYEOF
+then :; else
+  echo "ros_test_env: bridge log:" >&2; cat "$SMOKE_HOME/bridge.log" >&2; exit 1
+fi
 (
   # shellcheck disable=SC1091
   source "$VENV/ros_env.sh"
