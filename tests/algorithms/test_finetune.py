@@ -57,9 +57,11 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, algo):
     moved = any(not torch.equal(a.tensors[k], ref.tensors[k]) for k in a.tensors)
     assert moved == (algo == "ppo")  # GRPO: no success in 6 steps, every group has zero advantage
     rec = _metrics(tmp_path / "full")
+    assert rec[0]["step"] == 0 and "eval/success_rate" in rec[0]  # the starting policy, evaluated first
+    assert full["start/eval/success_rate"] == rec[0]["eval/success_rate"]
     assert {"train/kl_to_start", "train/approx_kl", "train/clip_frac", "eval/success_rate", "eval/ci95_high",
-            "env_steps"} <= set(rec[1])
-    assert (rec[1]["train/kl_to_start"] > 0) == (algo == "ppo")
+            "env_steps"} <= set(rec[2])
+    assert (rec[2]["train/kl_to_start"] > 0) == (algo == "ppo")
 
 
 class _NaNAt:
@@ -84,7 +86,8 @@ def test_nan_stops_without_a_bad_checkpoint(tmp_path):
     last = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last")
     assert last.counters["iteration"] == 2
     assert all(bool(torch.isfinite(t).all()) for t in last.tensors.values())
-    assert len((tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()) == 2
+    steps = [json.loads(x)["step"] for x in (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2]  # the start evaluation, then iterations 0 and 1; nothing from the NaN one
 
 
 def test_cli_nan_learning_rate_exits_with_one_line(tmp_path, capsys):

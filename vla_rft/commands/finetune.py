@@ -276,6 +276,10 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
     start = counters["iteration"]
     end = min(cfg.iterations, cfg.stop_at) if cfg.stop_at is not None else cfg.iterations
     last_eval: dict[str, Any] = {}
+    start_eval: dict[str, Any] = {}
+    if start == 0 and cfg.eval_every:  # the starting policy, same seeds: the gain is read from one run
+        start_eval = _evaluate(cfg, policy)
+        run.log(0, {**start_eval, "env_steps": 0})
     t_start = time.perf_counter()
     bar = tqdm(total=end, initial=start, desc=f"finetune {cfg.algo}", file=sys.stderr, disable=None, dynamic_ncols=True)
     try:
@@ -310,7 +314,8 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
                "algo": cfg.algo, "task": cfg.task, "iteration": counters["iteration"],
                "finished": counters["iteration"] >= cfg.iterations, "env_steps": counters["env_steps"],
                "best_success": extra["best_success"] if extra["best_success"] >= 0 else None,
-               "train_seconds": round(time.perf_counter() - t_start, 2), **last_eval}
+               "train_seconds": round(time.perf_counter() - t_start, 2), **last_eval,
+               **{f"start/{k}": v for k, v in start_eval.items()}}
     run.write_summary(summary)
     return summary
 
