@@ -97,10 +97,13 @@ class LiftCube(Task):
 
 
 @register_task("pick_cube")
-class PickCube(Task):
-    """Two cubes of different colours; lift the one the instruction names."""
+class PickCube(LiftCube):
+    """Two cubes of different colours; lift the one the instruction names.
 
-    family = "pick"
+    The same lift as :class:`LiftCube` (success, reward, expert) with a distractor cube, so the
+    instruction decides which cube is right.
+    """
+
     templates = (
         "pick up the {color} cube",
         "lift the {color} cube, not the {other} one",
@@ -110,15 +113,14 @@ class PickCube(Task):
         "of the two blocks, raise the {color} one",
         "elevate the {color} box and leave the {other} box alone",
     )
-    max_episode_steps = 80
     displaceable = ("cube", "other")
 
     def build(self, scene: SceneBuilder) -> None:
-        scene.add_body(cube_xml("cube", CUBE_HALF))
+        super().build(scene)
         scene.add_body(cube_xml("other", CUBE_HALF))
 
     def bind(self, physics: Physics) -> None:
-        self.cube = CubeObject(physics, "cube")
+        super().bind(physics)
         self.other = CubeObject(physics, "other")
 
     def initialize_episode(
@@ -133,19 +135,5 @@ class PickCube(Task):
         self.other.paint(other_rgba)
         return {"color": name, "other": other_name}
 
-    def success(self, physics: Physics) -> bool:
-        return bool(self.cube.pos()[2] > LIFT_HEIGHT and self.cube.grasped())
-
-    def dense_reward(self, physics: Physics) -> float:
-        return lift_reward(physics, self.cube, CUBE_HALF)
-
     def privileged_state(self, physics: Physics) -> dict[str, np.ndarray]:
-        return {
-            "cube": self.cube.pos().copy(),
-            "cube_yaw": np.array(self.cube.yaw()),
-            "other": self.other.pos().copy(),
-            "grasped": np.array(self.cube.grasped()),
-        }
-
-    def make_expert(self) -> Expert:
-        return Expert(pick_phases("cube", "cube_yaw", CUBE_HALF, LIFT_HEIGHT + 0.06))
+        return {**super().privileged_state(physics), "other": self.other.pos().copy()}
