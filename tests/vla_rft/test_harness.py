@@ -2,29 +2,12 @@
 
 import numpy as np
 
-import sims
+from vla_rft.commands.evaluate import ScriptedExpertPolicy
 from vla_rft.evaluation.harness import EvalSettings, evaluate
 
 
-class ExpertPolicy:
-    """Scripted experts behind the harness's policy interface (one per env, chunk of 1)."""
-
-    def __init__(self, task, noise=0.0, seed=0):
-        self.task, self.noise, self.experts = task, noise, None
-        self.rng = np.random.default_rng(seed)
-
-    def reset_hook(self, env, indices):
-        self.experts = [sims.make_expert(self.task, e) for e in env.envs]
-
-    def act(self, obs, deterministic=True):
-        a = np.stack([e(None) for e in self.experts])
-        if self.noise:
-            a = np.clip(a + self.rng.normal(0, self.noise, a.shape), -1, 1)
-        return a[:, None, :].astype(np.float32)
-
-
 def test_expert_policy_scores_high_with_interval():
-    pol = ExpertPolicy("reach_target")
+    pol = ScriptedExpertPolicy()
     res = evaluate(pol, ["reach_target"], EvalSettings(episodes=6, num_envs=3, cameras=["front"]),
                    reset_hook=pol.reset_hook)
     t = res["per_task"]["reach_target"]
@@ -45,7 +28,7 @@ def test_random_policy_fails_and_results_independent_of_num_envs():
 
 
 def test_videos_written(tmp_path):
-    pol = ExpertPolicy("reach_target")
+    pol = ScriptedExpertPolicy()
     evaluate(pol, ["reach_target"], EvalSettings(episodes=2, num_envs=2, cameras=["front"], videos=1),
              video_dir=tmp_path, reset_hook=pol.reset_hook)
     vids = sorted(tmp_path.glob("*.mp4"))

@@ -52,16 +52,19 @@ class EvalConfig:
 
 
 class ScriptedExpertPolicy:
-    """Every task's scripted expert behind the harness's policy interface (chunks of 1)."""
+    """Each task's scripted expert behind the harness's policy interface (chunks of 1).
 
-    def __init__(self, task: str) -> None:
-        self.task = task
+    The experts read the simulator's privileged state, so they need a sync vector env; they are
+    bound to its envs (whatever task they hold) by :meth:`reset_hook` after every batch reset.
+    """
+
+    def __init__(self) -> None:
         self.experts: list[Any] = []
 
     def reset_hook(self, env, indices) -> None:
         import sims
 
-        self.experts = [sims.make_expert(self.task, e) for e in env.envs]
+        self.experts = [sims.make_expert(e.unwrapped.task.name, e) for e in env.envs]
 
     def act(self, obs, deterministic: bool = True):
         import numpy as np
@@ -86,7 +89,7 @@ def _check(cfg: EvalConfig) -> None:
 
 def run(cfg: EvalConfig) -> int:
     from vla_rft.cli import print_json
-    from vla_rft.evaluation.harness import EvalSettings, evaluate, run_task
+    from vla_rft.evaluation.harness import EvalSettings, evaluate
     from vla_rft.run import open_run
 
     _check(cfg)
@@ -99,16 +102,8 @@ def run(cfg: EvalConfig) -> int:
                             videos=cfg.video_episodes if cfg.video else 0)
     video_dir = run_dir.videos if cfg.video else None
     if cfg.policy == "scripted:expert":
-        from vla_rft.evaluation.harness import TaskResult
-        from vla_rft.evaluation.stats import wilson_interval
-
-        results: list[TaskResult] = []
-        for task in cfg.tasks:
-            pol = ScriptedExpertPolicy(task)
-            results.append(run_task(pol, task, settings, video_dir=video_dir, reset_hook=pol.reset_hook))
-        succ, n = sum(r.successes for r in results), sum(r.episodes for r in results)
-        res = {"success_rate": succ / n, "episodes": n, "successes": succ, "ci95": list(wilson_interval(succ, n)),
-               "per_task": {r.task: r.as_dict() for r in results}, "seed": cfg.seed, "perturbation": cfg.perturb}
+        expert = ScriptedExpertPolicy()
+        res = evaluate(expert, list(cfg.tasks), settings, video_dir=video_dir, reset_hook=expert.reset_hook)
     else:
         from vla_rft.policies.base import load_policy
 

@@ -51,7 +51,6 @@ def run(cfg: QuickstartConfig) -> int:
     import sims
     from vla_rft.cli import print_json
     from vla_rft.commands.collect import CollectConfig, collect
-    from vla_rft.commands.evaluate import EvalConfig
     from vla_rft.commands.pretrain import PretrainConfig, train
     from vla_rft.run import LoggingConfig
 
@@ -83,7 +82,7 @@ def run(cfg: QuickstartConfig) -> int:
 
     _log(f"3/4 evaluating on {len(cfg.tasks)} pretraining tasks + held-out '{cfg.target}', {cfg.eval_episodes} episodes each")
     t2 = time.time()
-    ev = _evaluate(pre["checkpoint"], [*cfg.tasks, cfg.target], cfg, EvalConfig)
+    ev = _evaluate(pre["checkpoint"], [*cfg.tasks, cfg.target], cfg)
     timings["eval_s"] = time.time() - t2
 
     _log("4/4 writing the report")
@@ -103,7 +102,7 @@ def run(cfg: QuickstartConfig) -> int:
     return 0
 
 
-def _evaluate(checkpoint: str, tasks: list[str], cfg: QuickstartConfig, eval_cfg_cls) -> dict[str, Any]:
+def _evaluate(checkpoint: str, tasks: list[str], cfg: QuickstartConfig) -> dict[str, Any]:
     import torch
 
     from vla_rft.evaluation.harness import EvalSettings, evaluate
