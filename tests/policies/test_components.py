@@ -70,7 +70,7 @@ def test_augmentation_shifts_and_jitters_within_range():
     assert all(torch.isclose(imgs[i], shifted[i, :, 8, 8][:, None, None]).all(0).any() for i in range(6))
 
 
-@pytest.mark.parametrize("preset,low,high", [("tiny", 0.3e6, 1e6), ("small", 1e6, 5e6), ("base", 5e6, 20e6)])
+@pytest.mark.parametrize("preset,low,high", [("tiny", 0.3e6, 1e6), ("tiny_kp", 0.3e6, 1e6), ("small", 1e6, 5e6), ("base", 5e6, 20e6)])
 def test_presets_build_with_documented_sizes(preset, low, high):
     policy_type, cfg = load_policy_preset(preset)
     cfg.text_encoder = "hashing"
@@ -91,3 +91,58 @@ def test_bad_configs_are_named():
         make_policy(policy_type, cfg, Normalizer.identity(3, 7))
     with pytest.raises(ConfigError, match="did you mean 'tiny'"):
         load_policy_preset("tinny")
+
+
+def _dot_images(rng: np.random.Generator, n: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 3, size, size) dark images with one 2x2 red dot, and the dot's (x, y) in [-1, 1]."""
+    imgs = torch.from_numpy(rng.uniform(0, 0.1, (n, 3, size, size)).astype(np.float32))
+    pix = rng.integers(2, size - 3, (n, 2))  # (col, row) of the dot's corner
+    for i, (c, r) in enumerate(pix):
+        imgs[i, 0, r:r + 2, c:c + 2] = 1.0
+    xy = torch.from_numpy(((pix + 0.5) / (size - 1) * 2 - 1).astype(np.float32))
+    return imgs, xy
+
+
+def test_keypoint_tokens_locate_a_small_object():
+    """Spatial softmax keeps where a 2-pixel object is: a linear read-out of the keypoint tokens
+    learns its position to a fraction of a pixel-cell. The average-pooled 2x2 grid of the same CNN
+    cannot (a dot anywhere inside one cell gives the same tokens up to its 3x3 receptive blur)."""
+    from vla_rft.policies.vla.configuration_vla import VLAConfig
+    from vla_rft.policies.vla.modeling_vla import make_image_encoder
+
+    def fit(image_tokens: str) -> float:
+        torch.manual_seed(0)
+        cfg = VLAConfig(dim=32, cnn_channels=[8, 16], cnn_strides=[2, 1], image_tokens=image_tokens,
+                        image_grid=2, num_keypoints=4)
+        enc = make_image_encoder(cfg)
+        readout = torch.nn.Linear(32 * 4, 2)  # 4 tokens either way
+        opt = torch.optim.Adam([*enc.parameters(), *readout.parameters()], lr=3e-3)
+        rng = np.random.default_rng(0)
+        for _ in range(300):
+            imgs, xy = _dot_images(rng, 32)
+            loss = torch.nn.functional.mse_loss(readout(enc(imgs).flatten(1)), xy)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        imgs, xy = _dot_images(np.random.default_rng(1), 256)
+        with torch.no_grad():
+            return float((readout(enc(imgs).flatten(1)) - xy).abs().mean())
+
+    kp_err, grid_err = fit("keypoints"), fit("grid")
+    assert kp_err < 0.08, kp_err  # 0.08 of the half-width is about one pixel of the 32-pixel image
+    assert kp_err < 0.5 * grid_err, (kp_err, grid_err)
+
+
+def test_keypoint_config_errors_are_named():
+    policy_type, cfg = load_policy_preset("tiny_kp")
+    cfg.text_encoder = "hashing"
+    assert cfg.image_tokens == "keypoints"
+    for field, value, match in [("image_tokens", "patches", "image_tokens must be one of"),
+                                ("cnn_strides", [2, 2], "one stride >= 1 per convolution"),
+                                ("cnn_strides", [2, 0, 1], "one stride >= 1 per convolution"),
+                                ("num_keypoints", 0, "num_keypoints must be >= 1")]:
+        _, bad = load_policy_preset("tiny_kp")
+        bad.text_encoder = "hashing"
+        setattr(bad, field, value)
+        with pytest.raises(ConfigError, match=match):
+            make_policy(policy_type, bad, Normalizer.identity(7, 7))

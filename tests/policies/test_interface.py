@@ -18,12 +18,17 @@ COVERED_ELSEWHERE = {"lerobot": "test_lerobot_adapter.py"}
 
 def test_every_registered_policy_has_a_test_builder():
     assert set(available_policies()) == set(BUILDERS) | set(COVERED_ELSEWHERE)
+    assert {v[0] for v in VARIANTS} == set(BUILDERS)
 
 
-@pytest.fixture(params=[(t, h) for t in sorted(BUILDERS) for h in HEADS], ids=lambda p: f"{p[0]}-{p[1]}")
+# The VLA's two image tokenizers (average-pooled grid, spatial-softmax keypoints), each head.
+VARIANTS = [("vla", h, {}) for h in HEADS] + [("vla", "gaussian", {"image_tokens": "keypoints", "cnn_strides": [2, 1]})]
+
+
+@pytest.fixture(params=VARIANTS, ids=lambda p: "-".join([p[0], p[1], p[2].get("image_tokens", "grid")]))
 def policy(request):
-    policy_type, head = request.param
-    return BUILDERS[policy_type](head).eval()
+    policy_type, head, overrides = request.param
+    return BUILDERS[policy_type](head, **overrides).eval()
 
 
 def test_act_shapes_dtype_and_range(policy):

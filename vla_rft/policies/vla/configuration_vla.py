@@ -32,9 +32,18 @@ class VLAConfig:
     dropout: float = 0.0
     """Dropout in the trunk (0 keeps BC and PPO log-probs deterministic)."""
     cnn_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
-    """Channels of the stride-2 3x3 convolutions of the per-camera image encoder."""
+    """Channels of the 3x3 convolutions of the per-camera image encoder."""
+    cnn_strides: list[int] | None = None
+    """Stride of each convolution (default 2 for every one); a last stride of 1 keeps a finer map for keypoints."""
+    image_tokens: str = "grid"
+    """How the CNN feature map becomes tokens: grid (average-pooled to image_grid x image_grid, one
+    token per cell) or keypoints (spatial softmax, robomimic / Diffusion Policy: num_keypoints
+    tokens per camera, each the expected (x, y) of a learned attention map plus the features
+    it attends to, so object positions survive to the trunk)."""
     image_grid: int = 4
-    """Image tokens per camera are image_grid squared (the CNN feature map is average-pooled to this grid)."""
+    """Grid tokens per camera are image_grid squared (image_tokens: grid)."""
+    num_keypoints: int = 16
+    """Keypoint tokens per camera (image_tokens: keypoints)."""
     text_encoder: str = "minilm"
     """Frozen instruction encoder, minilm (all-MiniLM-L6-v2, the default) or hashing (tests only)."""
 

@@ -1,7 +1,7 @@
 """The built-in VLA: CNN image tokens + frozen sentence embedding + state token + h action
 queries, fused by a small transformer encoder; a chunk head reads the action-query outputs.
 
-Token sequence (B, T, D), T = cameras * grid^2 + 1 + 1 + h::
+Token sequence (B, T, D), T = cameras * T_img + 1 + 1 + h (T_img = grid^2 or K keypoints)::
 
     [cam0 patches .. camN patches | instruction | state | query_1 .. query_h]
 
@@ -13,6 +13,8 @@ output, the hidden state "at the first action position" that RL4VLA's shared cri
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -26,6 +28,11 @@ from vla_rft.policies.text import TEXT_DIM, TEXT_ENCODERS, embed_texts
 from vla_rft.policies.vla.configuration_vla import VLAConfig
 
 HEADS = ("gaussian", "flow")
+IMAGE_TOKENS = ("grid", "keypoints")
+
+
+def conv_strides(cfg: VLAConfig) -> list[int]:
+    return list(cfg.cnn_strides) if cfg.cnn_strides is not None else [2] * len(cfg.cnn_channels)
 
 
 def check_config(cfg: VLAConfig) -> None:
@@ -38,31 +45,81 @@ def check_config(cfg: VLAConfig) -> None:
         raise ConfigError(f"dim ({cfg.dim}) must be divisible by num_heads ({cfg.num_heads})")
     if not cfg.cameras or len(set(cfg.cameras)) != len(cfg.cameras):
         raise ConfigError(f"cameras must be a non-empty list of distinct names, got {cfg.cameras}")
-    if len(cfg.image_size) != 2 or min(cfg.image_size) < cfg.image_grid * 2 ** len(cfg.cnn_channels):
-        raise ConfigError(f"image_size {cfg.image_size} is too small for {len(cfg.cnn_channels)} stride-2 "
-                          f"convolutions and a {cfg.image_grid}x{cfg.image_grid} token grid")
-    for name in ("state_dim", "action_dim", "chunk_size", "depth", "image_grid"):
+    if cfg.image_tokens not in IMAGE_TOKENS:
+        raise ConfigError(f"image_tokens must be one of {IMAGE_TOKENS}, got '{cfg.image_tokens}'")
+    strides = conv_strides(cfg)
+    if len(strides) != len(cfg.cnn_channels) or any(st < 1 for st in strides):
+        raise ConfigError(f"cnn_strides {cfg.cnn_strides} must give one stride >= 1 per convolution "
+                          f"({len(cfg.cnn_channels)} in cnn_channels)")
+    reduction = math.prod(strides)
+    cells = cfg.image_grid if cfg.image_tokens == "grid" else 2
+    if len(cfg.image_size) != 2 or min(cfg.image_size) < cells * reduction:
+        raise ConfigError(f"image_size {cfg.image_size} is too small for convolutions of strides {strides} "
+                          f"and a {cells}x{cells} feature grid")
+    for name in ("state_dim", "action_dim", "chunk_size", "depth", "image_grid", "num_keypoints"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
+def conv_layers(channels: list[int], strides: list[int]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    prev = 3
+    for c, st in zip(channels, strides, strict=True):
+        layers += [nn.Conv2d(prev, c, 3, stride=st, padding=1), nn.GroupNorm(min(4, c), c), nn.GELU()]
+        prev = c
+    return layers
 
 
 class ImageEncoder(nn.Module):
     """(N, 3, H, W) normalized images -> (N, grid^2, D) tokens with 2-D position embeddings."""
 
-    def __init__(self, channels: list[int], dim: int, grid: int) -> None:
+    def __init__(self, channels: list[int], strides: list[int], dim: int, grid: int) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        prev = 3
-        for c in channels:
-            layers += [nn.Conv2d(prev, c, 3, stride=2, padding=1), nn.GroupNorm(min(4, c), c), nn.GELU()]
-            prev = c
-        layers += [nn.Conv2d(prev, dim, 1), nn.AdaptiveAvgPool2d(grid)]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*conv_layers(channels, strides), nn.Conv2d(channels[-1], dim, 1),
+                                 nn.AdaptiveAvgPool2d(grid))
         self.pos = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         fmap = self.net(images)  # (N, D, grid, grid)
         return fmap.flatten(2).transpose(1, 2) + self.pos  # (N, grid^2, D)
+
+
+class KeypointEncoder(nn.Module):
+    """(N, 3, H, W) normalized images -> (N, K, D) keypoint tokens (spatial softmax).
+
+    Each of the K learned attention maps over the final feature map gives an expected position
+    (x, y) in [-1, 1] (robomimic's SpatialSoftmax; Levine et al. 2016) and the feature vector it
+    attends to. Average pooling to a coarse grid throws away where a small object is; the
+    expectation keeps it at sub-cell precision, which is what reaching a 2 cm target needs.
+    """
+
+    def __init__(self, channels: list[int], strides: list[int], dim: int, keypoints: int) -> None:
+        super().__init__()
+        c = channels[-1]
+        self.net = nn.Sequential(*conv_layers(channels, strides))
+        self.attend = nn.Conv2d(c, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.proj = nn.Sequential(nn.Linear(c + 2, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.ids = nn.Parameter(torch.randn(keypoints, dim) * 0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = self.net(images)  # (N, C, h, w)
+        n, c, h, w = fmap.shape
+        ys = torch.linspace(-1.0, 1.0, h, device=fmap.device, dtype=fmap.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=fmap.device, dtype=fmap.dtype)
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2)  # (h*w, 2) as (x, y)
+        logits = self.attend(fmap).flatten(2) * torch.exp(-self.log_temperature)  # (N, K, h*w)
+        attn = torch.softmax(logits, dim=-1)
+        xy = attn @ grid  # (N, K, 2)
+        feats = attn @ fmap.flatten(2).transpose(1, 2)  # (N, K, C)
+        return self.proj(torch.cat([feats, xy], dim=-1)) + self.ids  # (N, K, D)
+
+
+def make_image_encoder(cfg: VLAConfig) -> nn.Module:
+    channels, strides = list(cfg.cnn_channels), conv_strides(cfg)
+    if cfg.image_tokens == "keypoints":
+        return KeypointEncoder(channels, strides, cfg.dim, cfg.num_keypoints)
+    return ImageEncoder(channels, strides, cfg.dim, cfg.image_grid)
 
 
 def make_head(cfg: VLAConfig) -> ActionHead:
@@ -82,7 +139,7 @@ class VLAPolicy(Policy):
         check_config(config)
         super().__init__(config, normalizer)
         d = config.dim
-        self.image_encoder = ImageEncoder(list(config.cnn_channels), d, config.image_grid)
+        self.image_encoder = make_image_encoder(config)
         self.camera_embed = nn.Parameter(torch.randn(len(config.cameras), d) * 0.02)
         self.text_proj = nn.Linear(TEXT_DIM, d)
         self.state_proj = nn.Sequential(nn.Linear(config.state_dim, d), nn.GELU(), nn.Linear(d, d))
@@ -109,9 +166,9 @@ class VLAPolicy(Policy):
         flat = imgs.flatten(0, 1)  # (B*C, 3, H, W): one CNN pass for every camera
         if augment and c.augment:
             flat = augment_images(flat, shift=c.aug_shift, brightness=c.aug_brightness, contrast=c.aug_contrast)
-        tokens = self.image_encoder((flat - 0.5) / 0.25)  # (B*C, G^2, D)
-        tokens = tokens.unflatten(0, imgs.shape[:2]) + self.camera_embed[None, :, None]  # (B, C, G^2, D)
-        return tokens.flatten(1, 2)  # (B, C*G^2, D)
+        tokens = self.image_encoder((flat - 0.5) / 0.25)  # (B*C, T_img, D)
+        tokens = tokens.unflatten(0, imgs.shape[:2]) + self.camera_embed[None, :, None]  # (B, C, T_img, D)
+        return tokens.flatten(1, 2)  # (B, C*T_img, D)
 
     def features(self, inp: PolicyInput, *, augment: bool = False) -> TrunkFeatures:
         b, h = inp.batch_size, self.config.chunk_size
