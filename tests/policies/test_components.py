@@ -140,9 +140,30 @@ def test_keypoint_config_errors_are_named():
     for field, value, match in [("image_tokens", "patches", "image_tokens must be one of"),
                                 ("cnn_strides", [2, 2], "one stride >= 1 per convolution"),
                                 ("cnn_strides", [2, 0, 1], "one stride >= 1 per convolution"),
-                                ("num_keypoints", 0, "num_keypoints must be >= 1")]:
+                                ("num_keypoints", 0, "num_keypoints must be >= 1"),
+                                ("keypoint_temperature", 0.0, "keypoint_temperature must be > 0")]:
         _, bad = load_policy_preset("tiny_kp")
         bad.text_encoder = "hashing"
         setattr(bad, field, value)
         with pytest.raises(ConfigError, match=match):
             make_policy(policy_type, bad, Normalizer.identity(7, 7))
+
+
+def test_film_starts_as_the_unconditioned_encoder_and_then_reads_the_instruction():
+    from policy_fixtures import make_obs
+    from policy_fixtures import make_policy as make_small_policy
+
+    plain = make_small_policy(image_tokens="keypoints", cnn_strides=[2, 1]).eval()
+    film = make_small_policy(image_tokens="keypoints", cnn_strides=[2, 1], film=True).eval()
+    state = {k: v for k, v in film.state_dict().items() if not k.startswith("film.")}
+    assert set(state) == set(plain.state_dict())  # FiLM adds only its own layer
+    film.load_state_dict({**plain.state_dict(), **{k: v for k, v in film.state_dict().items() if k.startswith("film.")}})
+    obs = make_obs(4)
+    np.testing.assert_allclose(film.act(obs), plain.act(obs), atol=1e-6)  # zero-initialized: identical
+    with torch.no_grad():
+        film.film.weight.normal_(0, 0.5)
+        inp = film.prepare(obs)
+        a, b = embed_texts([obs["task"][0]] * 4, "hashing"), embed_texts([obs["task"][1]] * 4, "hashing")
+        # the image tokens themselves now depend on the instruction (without FiLM they cannot)
+        assert not torch.allclose(film._image_tokens(inp, a, False), film._image_tokens(inp, b, False), atol=1e-4)
+        torch.testing.assert_close(plain._image_tokens(inp, a, False), plain._image_tokens(inp, b, False))

@@ -22,7 +22,7 @@ def test_every_registered_policy_has_a_test_builder():
 
 
 # The VLA's two image tokenizers (average-pooled grid, spatial-softmax keypoints), each head.
-VARIANTS = [("vla", h, {}) for h in HEADS] + [("vla", "gaussian", {"image_tokens": "keypoints", "cnn_strides": [2, 1]})]
+VARIANTS = [("vla", h, {}) for h in HEADS] + [("vla", "gaussian", {"image_tokens": "keypoints", "cnn_strides": [2, 1], "film": True})]
 
 
 @pytest.fixture(params=VARIANTS, ids=lambda p: "-".join([p[0], p[1], p[2].get("image_tokens", "grid")]))

@@ -44,6 +44,12 @@ class VLAConfig:
     """Grid tokens per camera are image_grid squared (image_tokens: grid)."""
     num_keypoints: int = 16
     """Keypoint tokens per camera (image_tokens: keypoints)."""
+    keypoint_temperature: float = 1.0
+    """Initial softmax temperature of the keypoint attention maps (learned); lower starts sharper."""
+    film: bool = False
+    """Condition the image encoder on the instruction with FiLM (per-channel scale and shift of the
+    last feature map from the sentence embedding, zero-initialized), so which object a keypoint
+    finds can depend on the instruction's colour and noun."""
     text_encoder: str = "minilm"
     """Frozen instruction encoder, minilm (all-MiniLM-L6-v2, the default) or hashing (tests only)."""
 

@@ -56,9 +56,18 @@ def check_config(cfg: VLAConfig) -> None:
     if len(cfg.image_size) != 2 or min(cfg.image_size) < cells * reduction:
         raise ConfigError(f"image_size {cfg.image_size} is too small for convolutions of strides {strides} "
                           f"and a {cells}x{cells} feature grid")
+    if cfg.keypoint_temperature <= 0:
+        raise ConfigError(f"keypoint_temperature must be > 0, got {cfg.keypoint_temperature}")
     for name in ("state_dim", "action_dim", "chunk_size", "depth", "image_grid", "num_keypoints"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
+def apply_film(fmap: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+    """FiLM (Perez et al. 2018; RT-1's language-conditioned EfficientNet): ``film`` (N, 2C) holds a
+    per-channel (gamma, beta); fmap (N, C, h, w) -> fmap * (1 + gamma) + beta."""
+    gamma, beta = film[:, :, None, None].chunk(2, dim=1)
+    return fmap * (1 + gamma) + beta
 
 
 def conv_layers(channels: list[int], strides: list[int]) -> list[nn.Module]:
@@ -78,9 +87,12 @@ class ImageEncoder(nn.Module):
         self.net = nn.Sequential(*conv_layers(channels, strides), nn.Conv2d(channels[-1], dim, 1),
                                  nn.AdaptiveAvgPool2d(grid))
         self.pos = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
+        self.film_channels = dim
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
         fmap = self.net(images)  # (N, D, grid, grid)
+        if film is not None:
+            fmap = apply_film(fmap, film)
         return fmap.flatten(2).transpose(1, 2) + self.pos  # (N, grid^2, D)
 
 
@@ -93,18 +105,22 @@ class KeypointEncoder(nn.Module):
     expectation keeps it at sub-cell precision, which is what reaching a 2 cm target needs.
     """
 
-    def __init__(self, channels: list[int], strides: list[int], dim: int, keypoints: int) -> None:
+    def __init__(self, channels: list[int], strides: list[int], dim: int, keypoints: int,
+                 temperature: float = 1.0) -> None:
         super().__init__()
         c = channels[-1]
         self.net = nn.Sequential(*conv_layers(channels, strides))
         self.attend = nn.Conv2d(c, keypoints, 1)
-        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
         self.proj = nn.Sequential(nn.Linear(c + 2, dim), nn.GELU(), nn.Linear(dim, dim))
         self.ids = nn.Parameter(torch.randn(keypoints, dim) * 0.02)
+        self.film_channels = c
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
         fmap = self.net(images)  # (N, C, h, w)
-        n, c, h, w = fmap.shape
+        if film is not None:  # the instruction decides which features the keypoints can find
+            fmap = apply_film(fmap, film)
+        h, w = fmap.shape[-2:]
         ys = torch.linspace(-1.0, 1.0, h, device=fmap.device, dtype=fmap.dtype)
         xs = torch.linspace(-1.0, 1.0, w, device=fmap.device, dtype=fmap.dtype)
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2)  # (h*w, 2) as (x, y)
@@ -118,7 +134,7 @@ class KeypointEncoder(nn.Module):
 def make_image_encoder(cfg: VLAConfig) -> nn.Module:
     channels, strides = list(cfg.cnn_channels), conv_strides(cfg)
     if cfg.image_tokens == "keypoints":
-        return KeypointEncoder(channels, strides, cfg.dim, cfg.num_keypoints)
+        return KeypointEncoder(channels, strides, cfg.dim, cfg.num_keypoints, cfg.keypoint_temperature)
     return ImageEncoder(channels, strides, cfg.dim, cfg.image_grid)
 
 
@@ -140,6 +156,11 @@ class VLAPolicy(Policy):
         super().__init__(config, normalizer)
         d = config.dim
         self.image_encoder = make_image_encoder(config)
+        self.film = None
+        if config.film:  # zero-initialized: training starts from the unconditioned encoder
+            self.film = nn.Linear(TEXT_DIM, 2 * self.image_encoder.film_channels)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
         self.camera_embed = nn.Parameter(torch.randn(len(config.cameras), d) * 0.02)
         self.text_proj = nn.Linear(TEXT_DIM, d)
         self.state_proj = nn.Sequential(nn.Linear(config.state_dim, d), nn.GELU(), nn.Linear(d, d))
@@ -160,13 +181,16 @@ class VLAPolicy(Policy):
                           state_dim=c.state_dim, action_dim=c.action_dim, chunk_size=c.chunk_size,
                           extra={"policy_type": "vla", "head": c.head, "text_encoder": c.text_encoder})
 
-    def _image_tokens(self, inp: PolicyInput, augment: bool) -> torch.Tensor:
+    def _image_tokens(self, inp: PolicyInput, text: torch.Tensor, augment: bool) -> torch.Tensor:
         c = self.config
         imgs = torch.stack([inp.images[cam] for cam in c.cameras], dim=1)  # (B, C, 3, H, W)
         flat = imgs.flatten(0, 1)  # (B*C, 3, H, W): one CNN pass for every camera
         if augment and c.augment:
             flat = augment_images(flat, shift=c.aug_shift, brightness=c.aug_brightness, contrast=c.aug_contrast)
-        tokens = self.image_encoder((flat - 0.5) / 0.25)  # (B*C, T_img, D)
+        film = None
+        if self.film is not None:  # one (gamma, beta) per sample, repeated for each of its cameras
+            film = self.film(text).repeat_interleave(imgs.shape[1], dim=0)  # (B*C, 2*channels)
+        tokens = self.image_encoder((flat - 0.5) / 0.25, film)  # (B*C, T_img, D)
         tokens = tokens.unflatten(0, imgs.shape[:2]) + self.camera_embed[None, :, None]  # (B, C, T_img, D)
         return tokens.flatten(1, 2)  # (B, C*T_img, D)
 
@@ -174,7 +198,7 @@ class VLAPolicy(Policy):
         b, h = inp.batch_size, self.config.chunk_size
         text = embed_texts(inp.tasks, self.config.text_encoder).to(inp.state.device)  # (B, 384)
         seq = torch.cat([
-            self._image_tokens(inp, augment),
+            self._image_tokens(inp, text, augment),
             (self.text_proj(text) + self.type_embed[0])[:, None],  # (B, 1, D)
             (self.state_proj(inp.state) + self.type_embed[1])[:, None],  # (B, 1, D)
             (self.action_queries + self.type_embed[2]).expand(b, h, -1),  # (B, h, D)
