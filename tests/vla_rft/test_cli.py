@@ -146,3 +146,22 @@ def test_collect_dart_noise_perturbs_execution_not_labels(tmp_path):
     assert np.abs(np.diff(a, axis=0))[same][:, :3].mean() < 0.12
     p = vla("collect", "--task", "reach_target", "--out", str(tmp_path / "x"), "--noise", "-1", check=False)
     assert p.returncode == 2 and "--noise must be >= 0" in p.stderr
+
+
+def test_quickstart_runs_end_to_end_and_writes_its_report(tmp_path):
+    """The README's main job, shrunk (2 demos, 3 steps, 2 episodes): every stage runs and the
+    report and summary say what was measured."""
+    p = vla("quickstart", "--demos", "2", "--steps", "3", "--eval_episodes", "2", "--root", str(tmp_path),
+            "--name", "qs", "--json")
+    s = json.loads(p.stdout)
+    root = tmp_path / "qs"
+    assert s["run_dir"] == str(root) and (root / "summary.json").is_file()
+    assert set(s["expert_success"]) == set(s["pretrain_tasks"]) and s["target"] not in s["pretrain_tasks"]
+    assert s["pretrain"]["step"] == 3 and s["pretrain"]["frames"] > 0
+    per_task = s["eval"]["per_task"]
+    assert set(per_task) == {*s["pretrain_tasks"], s["target"]}
+    assert all(r["episodes"] == 2 for r in per_task.values())
+    report = next(root.glob("report*.md")).read_text()
+    assert s["target"] in report and "tiny_kp" in report
+    p = vla("quickstart", "--root", str(tmp_path), "--name", "qs", check=False)
+    assert p.returncode == 2 and "already exists" in p.stderr

@@ -23,10 +23,13 @@ from typing import Any
 class QuickstartConfig:
     """Collect demonstrations, pretrain the tiny VLA, evaluate it, and write a report."""
 
-    tasks: list[str] = field(default_factory=lambda: ["reach_target", "press_button", "push_cube", "pick_cube"])
-    """Pretraining tasks (scripted-expert demonstrations are collected for each)."""
-    target: str = "lift_cube"
+    tasks: list[str] = field(default_factory=lambda: ["open_drawer", "close_drawer", "lift_cube", "push_cube"])
+    """Pretraining tasks (scripted-expert demonstrations are collected for each); the reference set of
+    configs/pretrain/tiny_kp_4task.yaml."""
+    target: str = "pick_cube"
     """Held-out task, never in pretraining, evaluated to show what fine-tuning starts from."""
+    policy: str = "tiny_kp"
+    """Policy preset under configs/policy/ (tiny_kp: keypoint image tokens) or a YAML path."""
     demos: int = 40
     """Expert episodes collected per pretraining task."""
     steps: int = 800
@@ -74,7 +77,8 @@ def run(cfg: QuickstartConfig) -> int:
 
     _log(f"2/4 pretraining the tiny VLA for {cfg.steps} steps")
     t1 = time.time()
-    pcfg = PretrainConfig(datasets=[d["out"] for d in demos], steps=cfg.steps, seed=cfg.seed, save_every=0,
+    pcfg = PretrainConfig(datasets=[d["out"] for d in demos], policy=cfg.policy, steps=cfg.steps, seed=cfg.seed,
+                          save_every=0,
                           log_every=max(1, cfg.steps // 20),
                           logging=LoggingConfig(root=str(root), name="pretrain", wandb="offline"))
     pre = train(pcfg)
@@ -125,7 +129,7 @@ def _report(root: Path, s: dict[str, Any], cfg: QuickstartConfig) -> list[Path]:
     p = s["pretrain"]
     setup = (f"Pretraining tasks: {', '.join(cfg.tasks)} ({cfg.demos} expert demos each; expert success "
              + ", ".join(f"{k} {v:.0%}" for k, v in s["expert_success"].items()) + ").\n"
-             f"Tiny VLA, {p['params']:,} trainable parameters, {p['step']} BC steps on {p['frames']} frames "
+             f"Tiny VLA ({cfg.policy}), {p['params']:,} trainable parameters, {p['step']} BC steps on {p['frames']} frames "
              f"(loss {p['loss_first']:.3f} -> {p['loss_last']:.3f}).\n"
              f"Evaluation: {cfg.eval_episodes} episodes per task, seeds {cfg.seed + 10_000}.., deterministic actions.\n"
              f"Time: " + ", ".join(f"{k} {v:.0f}" for k, v in s["seconds"].items()))
