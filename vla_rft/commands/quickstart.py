@@ -29,7 +29,7 @@ class QuickstartConfig:
     target: str = "pick_cube"
     """Held-out task, never in pretraining, evaluated to show what fine-tuning starts from."""
     policy: str = "tiny_kp"
-    """Policy preset under configs/policy/ (tiny_kp: keypoint image tokens) or a YAML path."""
+    """Policy preset (configs/policy/) or a YAML path."""
     demos: int = 40
     """Expert episodes collected per pretraining task."""
     steps: int = 800
