@@ -100,7 +100,9 @@ def make_env(task_name: str, **kwargs: Any) -> gym.Env:
     """``gymnasium.make`` for a task name; kwargs go to :class:`SimEnv` (and ``gym.make``)."""
     get_task_class(task_name)  # raises ValueError listing valid names
     register_gym_envs()
-    return gym.make(gym_id(task_name), **kwargs)
+    env = gym.make(gym_id(task_name), **kwargs)
+    env.unwrapped.episode_limit = env.spec.max_episode_steps if env.spec is not None else None
+    return env
 
 
 def make_vec_env(

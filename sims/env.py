@@ -31,6 +31,8 @@ from sims.scene import CAMERAS, SUBSTEPS, Physics, SceneBuilder
 from sims.task import EpisodeOptions
 from vla_rft.contract import ARM_ACTION_DIM, IMAGE_PREFIX, STATE_KEY, TASK_KEY, ContractError
 
+REWARD_TYPES = ("dense", "sparse", "potential")
+
 STATE_DIM = 14
 INSTRUCTION_MAX_LENGTH = 200
 INSTRUCTION_CHARSET = frozenset(string.ascii_letters + string.digits + " ,.'-")
@@ -45,7 +47,11 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         cameras: cameras to render in ``"rgb"`` mode, a subset of ``("front", "wrist")``.
         image_size: square image side in pixels.
         perturbation: ``"none"`` or comma-separated levels (see :mod:`sims.perturbations`).
-        reward_type: ``"dense"`` (staged shaping in [0, 1]) or ``"sparse"`` (1 on success).
+        reward_type: ``"dense"`` (staged shaping phi in [0, 1], 1 on success), ``"sparse"`` (1 on
+            success) or ``"potential"``: phi(s') - phi(s) plus 1 on success (RL4VLA's potential
+            difference). An episode's potential rewards sum to phi_T - phi_0 + success, so, unlike
+            ``"dense"`` with ``terminate_on_success``, succeeding early never earns less than
+            hovering just short of success until the time limit.
         terminate_on_success: end the episode (``terminated=True``) when the task succeeds.
         render_mode: ``"rgb_array"`` makes :meth:`render` return the front camera image.
     """
@@ -64,7 +70,7 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         render_mode: str | None = None,
     ) -> None:
         _check_choice("obs_mode", obs_mode, ("rgb", "state"))
-        _check_choice("reward_type", reward_type, ("dense", "sparse"))
+        _check_choice("reward_type", reward_type, REWARD_TYPES)
         self.cameras = tuple(CAMERAS if cameras is None else cameras)
         for cam in self.cameras:
             _check_choice("camera", cam, CAMERAS)
@@ -92,6 +98,10 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.elapsed_steps = 0
         self._displace_at = -1
         self._clipped_total = 0
+        self.lazy_frames = False
+        self.episode_limit: int | None = None  # the TimeLimit's steps; sims.make_env sets it
+        self._frames_requested = False
+        self._frames: dict[str, np.ndarray] = {}
 
     # -- gymnasium API --
     def reset(
@@ -116,6 +126,7 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         d.ctrl[self.physics.arm.grip_act] = 0.0
         self.elapsed_steps = 0
         self._clipped_total = 0
+        self._phi = 1.0 if self.task.success(self.physics) else float(self.task.dense_reward(self.physics))
         return self._observation(), self._info(0)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -137,9 +148,19 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.elapsed_steps += 1
         success = self.task.success(self.physics)
         dense = 1.0 if success else self.task.dense_reward(self.physics)
-        reward = dense if self.reward_type == "dense" else float(success)
+        if self.reward_type == "dense":
+            reward = dense
+        elif self.reward_type == "sparse":
+            reward = float(success)
+        else:  # potential difference plus the success reward
+            reward = dense - self._phi + float(success)
+        self._phi = dense
         info = self._info(clipped, success=success, dense=dense)
-        return self._observation(), reward, success and self.terminate_on_success, False, info
+        terminated = success and self.terminate_on_success
+        render = (not self.lazy_frames or self._frames_requested or terminated
+                  or (self.episode_limit is not None and self.elapsed_steps >= self.episode_limit))
+        self._frames_requested = False
+        return self._observation(render=render), reward, terminated, False, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
@@ -165,16 +186,32 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         priv["step"] = np.array(self.elapsed_steps)
         return priv
 
+    def set_lazy_frames(self, on: bool) -> None:
+        """Lazy frames (chunked rollouts read images only at chunk starts): ``step`` renders the
+        cameras only when :meth:`request_frames` was called before it, when the episode
+        terminates, or on the step the time limit truncates it; ``reset`` always renders. On
+        the other steps the image keys hold the last rendered frames. Rendering reads the
+        state only, so the physics, rewards and rendered frames are the same as when eager."""
+        self.lazy_frames = bool(on)
+        self._frames_requested = False
+
+    def request_frames(self) -> None:
+        """Render the cameras on the next ``step`` (lazy frames)."""
+        self._frames_requested = True
+
     # -- internals --
-    def _observation(self) -> dict[str, Any]:
+    def _observation(self, render: bool = True) -> dict[str, Any]:
         p = self.physics
         state = np.concatenate(
             (p.data.qpos[p.arm.qpos], (p.gripper_closure(),), p.ee_pos(), p.ee_quat())
         ).astype(np.float32)
         obs: dict[str, Any] = {STATE_KEY: state, TASK_KEY: self.instruction}
         if self.obs_mode == "rgb":
-            for cam in self.cameras:
-                obs[IMAGE_PREFIX + cam] = self._render_camera(cam)
+            if render or not self._frames:
+                self._frames = {IMAGE_PREFIX + cam: self._render_camera(cam) for cam in self.cameras}
+                obs.update(self._frames)
+            else:  # lazy frames: a copy of the last rendered frames (observations never share memory)
+                obs.update({k: v.copy() for k, v in self._frames.items()})
         return obs
 
     def _render_camera(self, cam: str) -> np.ndarray:

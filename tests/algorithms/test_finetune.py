@@ -16,7 +16,7 @@ from vla_rft.commands.finetune import FinetuneConfig, _resumed_config, train
 from vla_rft.policies import load_policy
 from vla_rft.run import LoggingConfig
 
-VOLATILE = {"time", "iteration_seconds", "rollout/env_steps_per_s"}
+VOLATILE = {"time", "iteration_seconds", "wall_seconds", "rollout/env_steps_per_s"}
 
 
 def _cfg(tmp_path, name, algo="ppo", **kw):
@@ -62,6 +62,19 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, algo):
     assert {"train/kl_to_start", "train/approx_kl", "train/clip_frac", "eval/success_rate", "eval/ci95_high",
             "env_steps"} <= set(rec[2])
     assert (rec[2]["train/kl_to_start"] > 0) == (algo == "ppo")
+
+
+def test_wall_clock_budget_ends_the_run_evaluated_and_checkpointed(tmp_path):
+    out = train(_cfg(tmp_path, "budget", iterations=50, eval_every=0, max_minutes=1e-6))
+    assert out["finished"] and out["stopped_by"] == "max_minutes" and out["iteration"] == 1
+    assert "eval/success_rate" in out  # the final evaluation ran although periodic ones are off
+    last = load_checkpoint(tmp_path / "budget" / "checkpoints" / "last")
+    assert last.counters == {"iteration": 1, "env_steps": out["env_steps"]}
+    assert last.extra["wall_seconds"] > 0
+    rows = [json.loads(x) for x in (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1] and rows[0]["wall_seconds"] > 0
+    with pytest.raises(Exception, match="max_minutes"):
+        train(_cfg(tmp_path, "bad", max_minutes=0.0))
 
 
 class _NaNAt:

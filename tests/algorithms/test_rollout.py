@@ -107,3 +107,38 @@ def test_same_seed_same_rollout():
     _, a = _collect("same_step", length=6)
     _, b = _collect("same_step", length=6)
     assert torch.equal(a.latents, b.latents) and np.array_equal(a.rewards, b.rewards)
+
+
+def test_lazy_frames_give_the_same_rollout_as_rendering_every_step():
+    """sims envs render only chunk ends, resets and episode ends under the collector: the data
+    is identical (images at every chunk start, truncation bootstraps included) with far fewer
+    frames. Time limit 10 with h = 4 truncates inside a chunk and desynchronizes the envs."""
+    from sim_fixtures import sim_policy
+
+    from vla_rft.algorithms.envs import make_chunk_vec_env
+
+    policy = sim_policy().eval()
+    out = {}
+    for lazy in (False, True):
+        env = make_chunk_vec_env("reach_target", 3, cameras=["front"], image_size=32, max_episode_steps=10)
+        frames = [0]
+        for e in env.envs:  # count renders
+            inner = e.unwrapped
+            orig = inner._render_camera
+
+            def counted(cam, orig=orig, frames=frames):
+                frames[0] += 1
+                return orig(cam)
+
+            inner._render_camera = counted
+        col = ChunkCollector(env, G, lazy_frames=lazy)
+        assert col.lazy_frames == lazy
+        out[lazy] = (col.collect(policy, 6, [4, 5, 6], sample_seed=2), frames[0])
+        env.close()
+    (eager, n_eager), (lazy, n_lazy) = out[False], out[True]
+    for k in eager.obs:
+        assert np.array_equal(eager.obs[k], lazy.obs[k]), k
+    for name in ("rewards", "steps", "terminated", "done", "next_values", "valid", "log_probs"):
+        np.testing.assert_array_equal(getattr(eager, name), getattr(lazy, name), err_msg=name)
+    assert eager.done.sum() >= 3 and eager.episodes == lazy.episodes
+    assert n_lazy < n_eager / 2

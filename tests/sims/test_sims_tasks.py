@@ -64,6 +64,28 @@ def test_rewards_and_info(task: str) -> None:
     assert max(dense[:-1]) > min(dense), "dense reward never changed before success"
 
 
+@pytest.mark.parametrize("task", ["pick_cube", "open_drawer"])
+def test_potential_reward_telescopes_and_pays_success(task: str) -> None:
+    """phi(s') - phi(s) + success: an episode sums to phi_T - phi_0 + success, so succeeding
+    (phi_T = 1) is worth more than ending just short of it, whatever the time left."""
+    env = sims.make_env(task, obs_mode="state", reward_type="potential")
+    expert = sims.make_expert(task, env)
+    obs, _ = env.reset(seed=5)
+    phi0 = env.unwrapped._phi
+    total, dense = 0.0, []
+    while True:
+        obs, reward, terminated, truncated, info = env.step(expert(obs))
+        total += reward
+        dense.append(info["reward_dense"])
+        if len(dense) > 1:
+            assert reward == pytest.approx(dense[-1] - dense[-2] + float(info["is_success"]))
+        if terminated or truncated:
+            break
+    assert terminated and info["is_success"]
+    assert total == pytest.approx(dense[-1] - phi0 + 1.0) and total == pytest.approx(2.0 - phi0)
+    assert 0.0 <= phi0 < 1.0
+
+
 def test_contract_shapes_and_dtypes() -> None:
     env = sims.make_env("pick_cube", image_size=48)
     obs, _ = env.reset(seed=0)

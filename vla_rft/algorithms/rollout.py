@@ -202,6 +202,15 @@ def autoreset_mode(env: Any) -> str:
     return name
 
 
+def _enable_lazy_frames(env: Any) -> bool:
+    """Switch every env of ``env`` to lazy frames; False if they do not support it."""
+    try:
+        env.call("set_lazy_frames", True)
+    except AttributeError:
+        return False
+    return True
+
+
 @dataclass
 class _EpisodeTrack:
     """Running return/length/success of each env's current episode."""
@@ -222,15 +231,20 @@ class ChunkCollector:
         env: a gymnasium vector env with SAME_STEP or NEXT_STEP autoreset.
         gamma: the per-env-step discount used inside chunks.
         idle_action: the action played by an env waiting for the others to finish a chunk.
+        lazy_frames: where the envs support it (``sims.SimEnv.set_lazy_frames``), render
+            cameras only on the steps whose observations are read: each chunk's last step (the
+            next chunk's start), resets, and episode ends. The rollout is the same; a chunk of
+            h steps renders about 1/h of the frames.
     """
 
-    def __init__(self, env: Any, gamma: float, idle_action: np.ndarray | None = None) -> None:
+    def __init__(self, env: Any, gamma: float, idle_action: np.ndarray | None = None, lazy_frames: bool = True) -> None:
         self.env = env
         self.gamma = float(gamma)
         self.mode = autoreset_mode(env)
         self.num_envs = int(env.num_envs)
         act_dim = int(np.prod(env.single_action_space.shape))
         self.idle_action = np.zeros(act_dim, np.float32) if idle_action is None else np.asarray(idle_action, np.float32)
+        self.lazy_frames = _enable_lazy_frames(env) if lazy_frames else False
 
     def collect(self, policy: Any, num_chunks: int, seeds: list[int], sample_seed: int,
                 with_values: bool = True, first_episode_only: bool = False) -> ChunkRollout:
@@ -268,6 +282,8 @@ class ChunkCollector:
             active = valid[t].copy()
             truncated_final: dict[int, Obs] = {}
             for k in range(h):
+                if self.lazy_frames and k == h - 1:
+                    self.env.call("request_frames")
                 actions = np.where(active[:, None], sample.chunk[:, k], self.idle_action[None, :])
                 raw_obs, r, term, trunc, info = self.env.step(actions)
                 env_steps += n

@@ -42,14 +42,19 @@ class FinetuneConfig:
     """Required. The task to fine-tune on (see vla-rft tasks)."""
     iterations: int = 100
     """Collect-then-update iterations (the learning-rate schedule spans them)."""
+    max_minutes: float | None = None
+    """Wall-clock budget of the training loop (resumed runs count their earlier time): the run
+    ends, evaluated and checkpointed as finished, after the iteration that reaches it."""
     num_envs: int = 8
     """PPO parallel envs (GRPO uses grpo.groups x grpo.group_size envs instead)."""
     rollout_len: int = 8
     """PPO rollout length in chunk steps per env and iteration (each chunk is h env steps)."""
     vector: str = "sync"
     """Vector env kind, sync (one process) or async (a subprocess per env)."""
-    reward_type: str = "dense"
-    """Env reward, dense (staged shaping) or sparse (1 on success). GRPO always uses success."""
+    reward_type: str = "potential"
+    """Env reward: potential (staged-shaping difference plus 1 on success, RL4VLA), dense (the
+    staged shaping itself, which with termination on success pays more for hovering short of
+    success than for succeeding) or sparse (1 on success). GRPO always uses success."""
     time_limit: int | None = None
     """Override the task's time limit (default the task's own)."""
     perturbation: str = "none"
@@ -110,6 +115,8 @@ def _check(cfg: FinetuneConfig) -> None:
                  "save_every", "ray_workers"):
         if getattr(cfg, name) < 1:
             raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        raise UserInputError(f"--max_minutes must be > 0, got {cfg.max_minutes}")
     if cfg.stop_at is not None and cfg.stop_at < 1:
         raise UserInputError(f"--stop_at must be >= 1, got {cfg.stop_at}")
 
@@ -269,6 +276,7 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
     counters, extra = ({"iteration": 0, "env_steps": 0}, {"best_success": -1.0})
     if ckpt is not None:
         counters, extra = _restore(learner, ckpt, np_rng)
+    prior_s = float(extra.get("wall_seconds", 0.0))  # training time of the run before this resume
     plan = RolloutPlan(num_chunks=cfg.rollout_len if cfg.algo == "ppo" else _max_chunks(cfg, policy),
                        seed=cfg.seed, groups=cfg.grpo.groups if cfg.algo == "grpo" else 0,
                        group_size=cfg.grpo.group_size if cfg.algo == "grpo" else 0)
@@ -281,6 +289,9 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
         start_eval = _evaluate(cfg, policy)
         run.log(0, {**start_eval, "env_steps": 0})
     t_start = time.perf_counter()
+    budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes is not None else math.inf
+    elapsed = lambda: prior_s + time.perf_counter() - t_start
+    done_early = False
     bar = tqdm(total=end, initial=start, desc=f"finetune {cfg.algo}", file=sys.stderr, disable=None, dynamic_ncols=True)
     try:
         for it in range(start, end):
@@ -289,11 +300,14 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
             collect_s = time.perf_counter() - t0
             metrics = {f"train/{k}": v for k, v in learner.update(data, it, np_rng).items()}
             metrics.update(_rollout_metrics(data, cfg.algo, collect_s))
+            done_early = elapsed() >= budget_s
             counters = {"iteration": it + 1, "env_steps": counters["env_steps"] +
                         (data.rollout if cfg.algo == "grpo" else data).env_steps}
             metrics["env_steps"] = counters["env_steps"]
             metrics["iteration_seconds"] = time.perf_counter() - t0
-            if (cfg.eval_every and (it + 1) % cfg.eval_every == 0) or it + 1 == cfg.iterations:
+            metrics["wall_seconds"] = elapsed()
+            final = it + 1 == cfg.iterations or done_early
+            if (cfg.eval_every and (it + 1) % cfg.eval_every == 0) or final:
                 last_eval = _evaluate(cfg, policy)
                 metrics.update(last_eval)
                 if last_eval["eval/success_rate"] > extra["best_success"]:
@@ -303,8 +317,11 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
             bar.update(1)
             bar.set_postfix(succ=f"{metrics.get('rollout/success_rate', float('nan')):.2f}",
                             kl0=f"{metrics['train/kl_to_start']:.3f}")
-            if (it + 1) % cfg.save_every == 0 or it + 1 == end:
+            if (it + 1) % cfg.save_every == 0 or it + 1 == end or done_early:
+                extra["wall_seconds"] = round(elapsed(), 3)
                 _save(run.checkpoints / "last", learner, np_rng, counters, extra)
+            if done_early:
+                break
     finally:
         bar.close()
         runtime.close()
@@ -312,9 +329,12 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
     summary = {"run_dir": str(run.path), "checkpoint": str(run.checkpoints / "last"),
                "best_checkpoint": str(run.checkpoints / "best") if extra["best_success"] >= 0 else None,
                "algo": cfg.algo, "task": cfg.task, "iteration": counters["iteration"],
-               "finished": counters["iteration"] >= cfg.iterations, "env_steps": counters["env_steps"],
+               "finished": counters["iteration"] >= cfg.iterations or done_early,
+               "stopped_by": "max_minutes" if done_early else "iterations",
+               "env_steps": counters["env_steps"],
                "best_success": extra["best_success"] if extra["best_success"] >= 0 else None,
-               "train_seconds": round(time.perf_counter() - t_start, 2), **last_eval,
+               "train_seconds": round(time.perf_counter() - t_start, 2), "wall_seconds": round(elapsed(), 2),
+               **last_eval,
                **{f"start/{k}": v for k, v in start_eval.items()}}
     run.write_summary(summary)
     return summary
