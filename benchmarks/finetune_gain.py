@@ -6,7 +6,7 @@ evaluation of the starting and the fine-tuned policies, nominal and under each p
         --algos ppo grpo --seeds 0 1 2 --minutes 60 --parallel 2
 
 1. Training: ``vla-rft finetune --config CONFIG_<ALGO> --policy P --task T --seed S
-   --max_minutes M --logging.name gain-<algo>-<task>-s<S>`` per (algo, seed), ``--parallel`` at a
+   --minutes M --logging.name gain-<algo>-<task>-s<S>`` per (algo, seed), ``--parallel`` at a
    time, each pinned to its own core. A run whose summary.json exists is kept (rerun-safe); one
    with only checkpoints/last is resumed.
 2. Evaluation: the starting policy and each run's ``checkpoints/last`` (not ``best``: best is
@@ -49,7 +49,7 @@ def _train_cmd(args: argparse.Namespace, algo: str, seed: int) -> list[str]:
     if (run_dir / "checkpoints" / "last" / "meta.json").is_file():
         return [vla, "finetune", "--resume", str(run_dir), "--json"]
     cmd = [vla, "finetune", "--config", getattr(args, f"config_{algo}"), "--policy", args.policy, "--task", args.task,
-           "--seed", str(seed), "--max_minutes", str(args.minutes), "--logging.root", args.runs_root,
+           "--seed", str(seed), "--minutes", str(args.minutes), "--logging.root", args.runs_root,
            "--logging.name", name, "--json"]
     return cmd + list(args.finetune_args or [])
 

@@ -65,16 +65,16 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, algo):
 
 
 def test_wall_clock_budget_ends_the_run_evaluated_and_checkpointed(tmp_path):
-    out = train(_cfg(tmp_path, "budget", iterations=50, eval_every=0, max_minutes=1e-6))
-    assert out["finished"] and out["stopped_by"] == "max_minutes" and out["iteration"] == 1
+    out = train(_cfg(tmp_path, "budget", iterations=50, eval_every=0, minutes=1e-6))
+    assert out["finished"] and out["stopped_by"] == "minutes" and out["iteration"] == 1
     assert "eval/success_rate" in out  # the final evaluation ran although periodic ones are off
     last = load_checkpoint(tmp_path / "budget" / "checkpoints" / "last")
     assert last.counters == {"iteration": 1, "env_steps": out["env_steps"]}
     assert last.extra["wall_seconds"] > 0
     rows = [json.loads(x) for x in (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1] and rows[0]["wall_seconds"] > 0
-    with pytest.raises(Exception, match="max_minutes"):
-        train(_cfg(tmp_path, "bad", max_minutes=0.0))
+    with pytest.raises(Exception, match="minutes"):
+        train(_cfg(tmp_path, "bad", minutes=0.0))
 
 
 class _NaNAt:

@@ -42,9 +42,8 @@ class FinetuneConfig:
     """Required. The task to fine-tune on (see vla-rft tasks)."""
     iterations: int = 100
     """Collect-then-update iterations (the learning-rate schedule spans them)."""
-    max_minutes: float | None = None
-    """Wall-clock budget of the training loop (resumed runs count their earlier time): the run
-    ends, evaluated and checkpointed as finished, after the iteration that reaches it."""
+    minutes: float | None = None
+    """Wall-clock budget in minutes; the run ends (evaluated, checkpointed) after the iteration that reaches it."""
     num_envs: int = 8
     """PPO parallel envs (GRPO uses grpo.groups x grpo.group_size envs instead)."""
     rollout_len: int = 8
@@ -52,9 +51,7 @@ class FinetuneConfig:
     vector: str = "sync"
     """Vector env kind, sync (one process) or async (a subprocess per env)."""
     reward_type: str = "potential"
-    """Env reward: potential (staged-shaping difference plus 1 on success, RL4VLA), dense (the
-    staged shaping itself, which with termination on success pays more for hovering short of
-    success than for succeeding) or sparse (1 on success). GRPO always uses success."""
+    """Env reward: potential (shaping difference plus 1 on success, RL4VLA), dense (shaping itself: pays for hovering short of success) or sparse. GRPO uses success."""
     time_limit: int | None = None
     """Override the task's time limit (default the task's own)."""
     perturbation: str = "none"
@@ -115,8 +112,8 @@ def _check(cfg: FinetuneConfig) -> None:
                  "save_every", "ray_workers"):
         if getattr(cfg, name) < 1:
             raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
-        raise UserInputError(f"--max_minutes must be > 0, got {cfg.max_minutes}")
+    if cfg.minutes is not None and not cfg.minutes > 0:
+        raise UserInputError(f"--minutes must be > 0, got {cfg.minutes}")
     if cfg.stop_at is not None and cfg.stop_at < 1:
         raise UserInputError(f"--stop_at must be >= 1, got {cfg.stop_at}")
 
@@ -289,7 +286,7 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
         start_eval = _evaluate(cfg, policy)
         run.log(0, {**start_eval, "env_steps": 0})
     t_start = time.perf_counter()
-    budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes is not None else math.inf
+    budget_s = cfg.minutes * 60.0 if cfg.minutes is not None else math.inf
     elapsed = lambda: prior_s + time.perf_counter() - t_start
     done_early = False
     bar = tqdm(total=end, initial=start, desc=f"finetune {cfg.algo}", file=sys.stderr, disable=None, dynamic_ncols=True)
@@ -330,7 +327,7 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
                "best_checkpoint": str(run.checkpoints / "best") if extra["best_success"] >= 0 else None,
                "algo": cfg.algo, "task": cfg.task, "iteration": counters["iteration"],
                "finished": counters["iteration"] >= cfg.iterations or done_early,
-               "stopped_by": "max_minutes" if done_early else "iterations",
+               "stopped_by": "minutes" if done_early else "iterations",
                "env_steps": counters["env_steps"],
                "best_success": extra["best_success"] if extra["best_success"] >= 0 else None,
                "train_seconds": round(time.perf_counter() - t_start, 2), "wall_seconds": round(elapsed(), 2),
