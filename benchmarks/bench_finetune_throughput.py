@@ -413,12 +413,13 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def run(cfg: BenchFinetuneConfig) -> int:
+    from vla_rft.checkpoint import atomic_write_text
     from vla_rft.cli import print_json
 
     result = bench_finetune(cfg)
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(cfg.out, json.dumps(result, indent=2) + "\n")
     if cfg.json:
         print_json(result)
     else:

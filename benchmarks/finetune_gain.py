@@ -263,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
                 policies[name] = str(last)
     evals = evaluate_all(args, policies)
     report = summarize(args, evals)
+    from vla_rft.checkpoint import atomic_write_text
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(report, indent=1))
     png = plot(args)
     print(json.dumps({k: v for k, v in report.items() if k != "evaluations"}, indent=1))
     print(f"[gain] wrote {out} and {png}", file=sys.stderr)
