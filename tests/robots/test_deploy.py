@@ -138,7 +138,8 @@ def test_scripted_supervisor_interventions_replace_the_policy_and_are_flagged(tm
     takeover = np.array([0.01] * 6 + [1.0], np.float32)
     supervisor = ScriptedTeleop(lambda step, o: takeover if 3 <= step < 6 else None)
     policy = resolve_policy("scripted:hold", robot, obs)
-    runner = EpisodeRunner(robot, policy.infer, DeploySettings(max_steps=10, realtime=False), ds,
+    runner = EpisodeRunner(robot, policy.infer, DeploySettings(
+        max_steps=10, realtime=False, executor=ExecutorConfig(async_inference=False)), ds,
                            supervisor, FixedOutcome(False))
     result = runner.run_episode()
     assert result.interventions == 3 and result.frames == 10
@@ -215,9 +216,11 @@ def test_a_dropped_link_holds_the_arm_and_marks_the_frames(tmp_path: Path) -> No
             robot.bridge.connects = 2
 
     policy = resolve_policy("scripted:goto:" + ",".join(map(str, goal)), robot, obs)
-    runner = EpisodeRunner(robot, policy.infer, DeploySettings(max_steps=12, realtime=False), ds,
+    runner = EpisodeRunner(robot, policy.infer, DeploySettings(
+        max_steps=12, realtime=False, executor=ExecutorConfig(async_inference=False)), ds,
                            outcome=FixedOutcome(False), on_step=on_step)
-    # on_step runs after step t, so the link is down during steps 4..7 and step 8 sees the
+    # synchronous inference: with async inference and no real-time pacing, a loaded CPU can
+    # starve the loop of its next chunk and add holds. On_step runs after step t, so the link is down during steps 4..7 and step 8 sees the
     # reconnect (a new connection count): those five frames are marked.
     result = runner.run_episode()
     data = open_dataset(tmp_path / "ds")
