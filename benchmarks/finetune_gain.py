@@ -9,8 +9,8 @@ evaluation of the starting and the fine-tuned policies, nominal and under each p
    --minutes M --logging.name gain-<algo>-<task>-s<S>`` per (algo, seed), ``--parallel`` at a
    time, pinned to the cores round robin when they divide evenly (else unpinned). A run whose summary.json exists is kept (rerun-safe); one
    with only checkpoints/last is resumed.
-2. Evaluation: the starting policy and each run's ``checkpoints/last`` (not ``best``: best is
-   chosen on the periodic-evaluation seeds), ``--episodes`` episodes per condition, seeds
+2. Evaluation: the starting policy and each run's ``checkpoints/last`` (``--checkpoint best``:
+   the one chosen on the periodic-evaluation seeds, a validation set), ``--episodes`` episodes per condition, seeds
    ``--eval-seed``+ (disjoint from training resets and from the periodic evaluation's 100000+),
    deterministic chunks executed open loop, on ``none`` and each ``--levels`` level.
 3. Figures: ``benchmarks/results/finetune_gain.json`` (every evaluation with its Wilson interval,
@@ -119,8 +119,8 @@ def evaluate_all(args: argparse.Namespace, policies: dict[str, str]) -> dict[str
     cache_path = Path(args.out)
     cache: dict[str, Any] = {}
     if cache_path.is_file():
-        cache = {(r["policy"], r["level"], r["episodes"], r["seed"]): r
-                 for r in json.loads(cache_path.read_text()).get("evaluations", [])}
+        args._cached = json.loads(cache_path.read_text()).get("evaluations", [])
+        cache = {(r["policy"], r["level"], r["episodes"], r["seed"]): r for r in args._cached}
     levels = ["none", *args.levels]
     jobs, out = [], {label: {} for label in policies}
     for label, path in policies.items():
@@ -163,7 +163,9 @@ def summarize(args: argparse.Namespace, evals: dict[str, dict[str, dict[str, Any
             ev = evals[label]
             gains = {lv: _points(ev[lv]["success_rate"] - start[lv]["success_rate"]) for lv in ev}
             pert = [gains[lv] for lv in args.levels if lv in gains]
+            meta = json.loads((Path(ev["none"]["policy"]) / "meta.json").read_text())
             runs.append({"run": label, "seed": seed, "iterations": summary["iteration"],
+                         "checkpoint_counters": meta.get("counters", {}),
                          "env_steps": summary["env_steps"], "wall_minutes": round(summary.get("wall_seconds", 0) / 60, 1),
                          "success": {lv: _points(ev[lv]["success_rate"]) for lv in ev},
                          "ci95": {lv: [_points(c) for c in ev[lv]["ci95"]] for lv in ev},
@@ -188,7 +190,11 @@ def summarize(args: argparse.Namespace, evals: dict[str, dict[str, dict[str, Any
                   for lv, r in start.items()},
         "algos": per_algo, "targets": {"ppo_gain_points": 25, "ppo_gain_points_perturbed": 15},
         "machine": {"cpus": os.cpu_count(), "runs_side_by_side": args.parallel, "loadavg_at_end": os.getloadavg()},
-        "evaluations": [r for ev in evals.values() for r in ev.values()],
+        "checkpoint": args.checkpoint,
+        # every evaluation in the file, earlier invocations' too (a later --algos grpo keeps ppo's)
+        "evaluations": list({(r["policy"], r["level"], r["episodes"], r["seed"]): r
+                             for r in [*getattr(args, "_cached", []), *(r for ev in evals.values() for r in ev.values())]
+                             }.values()),
     }
 
 
@@ -245,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", nargs="*", default=LEVELS, help="perturbation levels evaluated besides none")
     ap.add_argument("--runs-root", dest="runs_root", default="runs")
     ap.add_argument("--tag", default="", help="suffix of the run names (separate sweeps)")
+    ap.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                    help="which checkpoint of each run is evaluated (best: chosen on the periodic-evaluation seeds)")
     ap.add_argument("--out", default=str(RESULTS / "finetune_gain.json"))
     ap.add_argument("--png", default=str(RESULTS / "finetune_curve.png"))
     ap.add_argument("--skip-train", dest="skip_train", action="store_true")
@@ -261,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     for algo in args.algos:
         for seed in args.seeds:
             name = run_name(algo, args.task, seed, args.tag)
-            last = Path(args.runs_root) / name / "checkpoints" / "last"
+            ckpt = Path(args.runs_root) / name / "checkpoints" / args.checkpoint
             if (Path(args.runs_root) / name / "summary.json").is_file():
-                policies[name] = str(last)
+                policies[name] = str(ckpt)
     evals = evaluate_all(args, policies)
     report = summarize(args, evals)
     from vla_rft.checkpoint import atomic_write_text
