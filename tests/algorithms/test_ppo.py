@@ -48,6 +48,17 @@ def test_ppo_learns_point_home():
     assert hist[-1]["kl_to_start"] > hist[0]["kl_to_start"]
 
 
+def test_target_kl_stops_the_epochs_before_the_step_that_passes_it():
+    """The first minibatch sees ratio 1 (KL 0) and steps; with a tiny target the next one stops
+    the iteration unstepped. Without a target every epoch x minibatch steps."""
+    cfg = PPOConfig(minibatches=2, epochs=3, value_clip=100.0, gamma=0.9)
+    _, free = _train(1, cfg=cfg)
+    _, capped = _train(1, cfg=PPOConfig(**{**cfg.__dict__, "target_kl": 1e-12}))
+    assert free[0]["updates"] == 6 and free[0]["early_stopped"] == 0.0
+    assert capped[0]["updates"] == 1 and capped[0]["early_stopped"] == 1.0
+    assert capped[0]["approx_kl"] == 0.0 < free[0]["approx_kl"]
+
+
 def test_seeded_runs_repeat_exactly():
     pa, ha = _train(3)
     pb, hb = _train(3)

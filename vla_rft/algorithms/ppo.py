@@ -66,6 +66,8 @@ class PPOConfig:
     """Passes over each rollout batch (RL4VLA 1)."""
     minibatches: int = 4
     """Minibatches per epoch."""
+    target_kl: float | None = None
+    """Stop the epochs at the first minibatch whose approx KL exceeds 1.5 x this, unstepped (SB3's rule; None: off)."""
     norm_adv: bool = True
     """Normalize advantages over the batch."""
     value_warmup_iters: int = 0
@@ -138,28 +140,36 @@ class PPO:
         lrs = set_lr_factor(self.optimizer, lr_factor(iteration, self.total_iters, self.optim_cfg))
         warmup = iteration < cfg.value_warmup_iters
         sums: dict[str, float] = {}
-        n_mb = 0
+        n_mb, stopped = 0, False
         for epoch in range(cfg.epochs):
             for mb, sel in enumerate(np.array_split(rng.permutation(len(idx)), cfg.minibatches)):
-                if len(sel) == 0:
+                if len(sel) == 0 or stopped:
                     continue
                 sel_t = torch.as_tensor(sel, device=dev)
                 batch = MiniBatch({k: (v[sel] if not isinstance(v, list) else [v[i] for i in sel]) for k, v in obs.items()},
                                   latents[sel_t], old_logp[sel_t], advantages[sel_t], returns[sel_t], old_values[sel_t])
                 metrics = self._step(batch, warmup, f"iteration {iteration}, epoch {epoch}, minibatch {mb}")
+                if metrics is None:  # target_kl reached: this minibatch was not stepped
+                    stopped = True
+                    continue
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_mb += 1
         out = {k: v / max(n_mb, 1) for k, v in sums.items()}
         out.update(lrs)
+        out["updates"] = float(n_mb)
+        out["early_stopped"] = float(stopped)
         out["value_warmup"] = float(warmup)
         out["explained_variance"] = explained_variance(rollout.values.reshape(-1)[idx], ret.reshape(-1)[idx])
         out["kl_to_start"] = self.kl_to_start(obs, seed=iteration)
         return out
 
-    def _step(self, batch: MiniBatch, warmup: bool, where: str) -> dict[str, float]:
-        """Loss, finiteness checks, backward, clip, optimizer step for one minibatch."""
+    def _step(self, batch: MiniBatch, warmup: bool, where: str) -> dict[str, float] | None:
+        """Loss, finiteness checks, backward, clip, optimizer step for one minibatch; None (no
+        step) when the approx KL is past ``1.5 * target_kl``."""
         loss, metrics = ppo_loss(self.policy, batch, self.cfg, policy_weight=0.0 if warmup else 1.0)
+        if self.cfg.target_kl is not None and not warmup and metrics["approx_kl"] > 1.5 * self.cfg.target_kl:
+            return None
         if self.terms and not warmup:
             extra, extra_metrics = apply_terms(self.terms, self.policy, self.ref_policy, batch)
             loss = loss + extra
