@@ -7,10 +7,11 @@ evaluation of the starting and the fine-tuned policies, nominal and under each p
 
 1. Training: ``vla-rft finetune --config CONFIG_<ALGO> --policy P --task T --seed S
    --minutes M --logging.name gain-<algo>-<task>-s<S>`` per (algo, seed), ``--parallel`` at a
-   time, pinned to the cores round robin when they divide evenly (else unpinned). A run whose summary.json exists is kept (rerun-safe); one
-   with only checkpoints/last is resumed.
+   time, pinned to the cores round robin when they divide evenly (else unpinned). A run whose
+   summary.json exists is kept (rerun-safe); one with only checkpoints/last is resumed.
 2. Evaluation: the starting policy and each run's ``checkpoints/last`` (``--checkpoint best``:
-   the one chosen on the periodic-evaluation seeds, a validation set), ``--episodes`` episodes per condition, seeds
+   the one chosen on the periodic-evaluation seeds, a validation set), ``--episodes`` episodes
+   per condition, seeds
    ``--eval-seed``+ (disjoint from training resets and from the periodic evaluation's 100000+),
    deterministic chunks executed open loop, on ``none`` and each ``--levels`` level.
 3. Figures: ``benchmarks/results/finetune_gain.json`` (every evaluation with its Wilson interval,
@@ -114,18 +115,24 @@ def _eval_one(job: tuple[str, str, str, int, int, int]) -> dict[str, Any]:
             "episodes": res["episodes"], "ci95": res["ci95"], "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def evaluate_all(args: argparse.Namespace, policies: dict[str, str]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{policy label: {level: result}}; results are cached in the output JSON's raw section."""
+def _eval_key(r: dict[str, Any]) -> tuple[str, str, int, int]:
+    return (r["policy"], r["level"], r["episodes"], r["seed"])
+
+
+def evaluate_all(args: argparse.Namespace, policies: dict[str, str]
+                 ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[tuple, dict[str, Any]]]:
+    """({policy label: {level: result}}, every evaluation known by key). Results are cached in the
+    output JSON's ``evaluations``; the returned cache holds the earlier invocations' ones too (a
+    later ``--algos grpo`` keeps ppo's)."""
     cache_path = Path(args.out)
-    cache: dict[str, Any] = {}
+    cache: dict[tuple, dict[str, Any]] = {}
     if cache_path.is_file():
-        args._cached = json.loads(cache_path.read_text()).get("evaluations", [])
-        cache = {(r["policy"], r["level"], r["episodes"], r["seed"]): r for r in args._cached}
+        cache = {_eval_key(r): r for r in json.loads(cache_path.read_text()).get("evaluations", [])}
     levels = ["none", *args.levels]
     jobs, out = [], {label: {} for label in policies}
     for label, path in policies.items():
         for level in levels:
-            key = (path, level, args.episodes, args.eval_seed)
+            key = (path, level, args.episodes, args.eval_seed)  # == _eval_key of its result
             if key in cache and not args.fresh_eval:
                 out[label][level] = cache[key]
             else:
@@ -136,9 +143,9 @@ def evaluate_all(args: argparse.Namespace, policies: dict[str, str]) -> dict[str
                 for i, (label, job) in enumerate(jobs)]
         for label, fut in futs:
             r = fut.result()
-            out[label][r["level"]] = r
+            out[label][r["level"]] = cache[_eval_key(r)] = r
             print(f"[gain] eval {label} {r['level']}: {r['successes']}/{r['episodes']}", file=sys.stderr)
-    return out
+    return out, cache
 
 
 # ------------------------------------------------------------------------------ report
@@ -146,9 +153,11 @@ def _points(x: float) -> float:
     return round(100.0 * x, 1)
 
 
-def summarize(args: argparse.Namespace, evals: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+def summarize(args: argparse.Namespace, evals: dict[str, dict[str, dict[str, Any]]],
+              all_evals: list[dict[str, Any]]) -> dict[str, Any]:
     import numpy as np
 
+    from vla_rft.checkpoint import read_meta
     from vla_rft.evaluation.stats import wilson_interval
 
     start = evals["start"]
@@ -163,7 +172,7 @@ def summarize(args: argparse.Namespace, evals: dict[str, dict[str, dict[str, Any
             ev = evals[label]
             gains = {lv: _points(ev[lv]["success_rate"] - start[lv]["success_rate"]) for lv in ev}
             pert = [gains[lv] for lv in args.levels if lv in gains]
-            meta = json.loads((Path(ev["none"]["policy"]) / "meta.json").read_text())
+            meta = read_meta(ev["none"]["policy"])
             runs.append({"run": label, "seed": seed, "iterations": summary["iteration"],
                          "checkpoint_counters": meta.get("counters", {}),
                          "env_steps": summary["env_steps"], "wall_minutes": round(summary.get("wall_seconds", 0) / 60, 1),
@@ -191,10 +200,7 @@ def summarize(args: argparse.Namespace, evals: dict[str, dict[str, dict[str, Any
         "algos": per_algo, "targets": {"ppo_gain_points": 25, "ppo_gain_points_perturbed": 15},
         "machine": {"cpus": os.cpu_count(), "runs_side_by_side": args.parallel, "loadavg_at_end": os.getloadavg()},
         "checkpoint": args.checkpoint,
-        # every evaluation in the file, earlier invocations' too (a later --algos grpo keeps ppo's)
-        "evaluations": list({(r["policy"], r["level"], r["episodes"], r["seed"]): r
-                             for r in [*getattr(args, "_cached", []), *(r for ev in evals.values() for r in ev.values())]
-                             }.values()),
+        "evaluations": all_evals,
     }
 
 
@@ -272,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             ckpt = Path(args.runs_root) / name / "checkpoints" / args.checkpoint
             if (Path(args.runs_root) / name / "summary.json").is_file():
                 policies[name] = str(ckpt)
-    evals = evaluate_all(args, policies)
-    report = summarize(args, evals)
+    evals, cache = evaluate_all(args, policies)
+    report = summarize(args, evals, list(cache.values()))
     from vla_rft.checkpoint import atomic_write_text
 
     out = Path(args.out)

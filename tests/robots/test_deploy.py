@@ -219,9 +219,10 @@ def test_a_dropped_link_holds_the_arm_and_marks_the_frames(tmp_path: Path) -> No
     runner = EpisodeRunner(robot, policy.infer, DeploySettings(
         max_steps=12, realtime=False, executor=ExecutorConfig(async_inference=False)), ds,
                            outcome=FixedOutcome(False), on_step=on_step)
-    # synchronous inference: with async inference and no real-time pacing, a loaded CPU can
-    # starve the loop of its next chunk and add holds. On_step runs after step t, so the link is down during steps 4..7 and step 8 sees the
-    # reconnect (a new connection count): those five frames are marked.
+    # Synchronous inference: with async inference and no real-time pacing, a loaded CPU can
+    # starve the loop of its next chunk and add holds. on_step runs after step t, so the link is
+    # down during steps 4..7 and step 8 sees the reconnect (a new connection count): those five
+    # frames are marked.
     result = runner.run_episode()
     data = open_dataset(tmp_path / "ds")
     dropped = [bool(data[i]["bridge_dropped"]) for i in range(12)]

@@ -143,8 +143,8 @@ class PPO:
         n_mb, stopped = 0, False
         for epoch in range(cfg.epochs):
             for mb, sel in enumerate(np.array_split(rng.permutation(len(idx)), cfg.minibatches)):
-                if len(sel) == 0 or stopped:
-                    continue
+                if len(sel) == 0 or stopped:  # after a stop the epochs still draw their permutations,
+                    continue  # so the rng stream (next iterations' shuffles) does not depend on it
                 sel_t = torch.as_tensor(sel, device=dev)
                 batch = MiniBatch({k: (v[sel] if not isinstance(v, list) else [v[i] for i in sel]) for k, v in obs.items()},
                                   latents[sel_t], old_logp[sel_t], advantages[sel_t], returns[sel_t], old_values[sel_t])
