@@ -71,6 +71,13 @@ class RobotLimits:
     """Maximum rotation rate per axis-angle component (rad/s) for ``ee_delta`` actions."""
     ee_rot_acc_max: float = 15.0
     """Maximum rotational acceleration per component (rad/s^2) for ``ee_delta`` actions."""
+    ee_pos_scale: float = 0.02
+    """Metres of end-effector translation per control step that an ``ee_delta`` entry of 1.0
+    commands: the filter converts actions to metres with it (default 0.02, the built-in arm's
+    ``vla_rft.contract.ACTION_POS_SCALE``)."""
+    ee_rot_scale: float = 0.15
+    """Radians of rotation per control step that an ``ee_delta`` rotation entry of 1.0 commands
+    (default 0.15, the built-in arm's ``vla_rft.contract.ACTION_ROT_SCALE``)."""
     has_gripper: bool = True
     """Whether the action's last entry commands a gripper."""
     gripper_min: float = -1.0
@@ -93,6 +100,9 @@ class RobotLimits:
                     self.ee_rot_vel_max, self.ee_rot_acc_max, self.gripper_rate_max]
         if any(not v > 0 for v in positive):
             raise ValueError("velocity, acceleration and rate limits must be > 0")
+        if not (self.ee_pos_scale > 0 and self.ee_rot_scale > 0):
+            raise ValueError(f"ee_pos_scale and ee_rot_scale must be > 0, got {self.ee_pos_scale} "
+                             f"and {self.ee_rot_scale}")
         if len(self.ee_workspace_min) != 3 or len(self.ee_workspace_max) != 3:
             raise ValueError("ee_workspace_min/max need 3 entries (x, y, z)")
         if np.any(np.asarray(self.ee_workspace_min) > np.asarray(self.ee_workspace_max)):
@@ -175,7 +185,9 @@ class Robot(abc.ABC):
     """A robot behind the contract. Implementations are registered with :func:`register_robot`.
 
     Commands reaching ``send_action``/``send_chunk`` must already be safety-filtered; robots do
-    not re-check limits (the filter owns that invariant, and tests it).
+    not re-check limits (the filter owns that invariant, and tests it). A command a robot makes
+    up itself, which the filter never sees (a hold at the measured pose, a homing path), must be
+    kept inside the limits by the robot (see :meth:`robots.ros_robot.RosRobot.hold`).
     """
 
     config_class: ClassVar[type[RobotConfig]] = RobotConfig

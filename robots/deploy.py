@@ -508,13 +508,18 @@ class EpisodeResult:
 
 
 def hold_action(robot: Robot, obs: dict[str, Any] | None, last_gripper: float) -> np.ndarray:
-    """The action a hold amounts to: zero motion (``ee_delta``) or the measured pose (joints)."""
+    """The action a hold amounts to: zero motion (``ee_delta``) or the measured pose (joints).
+
+    The measured pose is clamped into the joint limits, as the hold a robot publishes is (see
+    :meth:`robots.ros_robot.RosRobot.hold`): the logged action never lies outside the limits.
+    """
     lim = robot.limits
     if lim.action_space == "ee_delta":
         return np.array([0, 0, 0, 0, 0, 0, last_gripper], dtype=np.float32)
     joints = np.zeros(lim.n_joints)
     if obs is not None:
         joints = np.asarray(robot.state_layout.joints(np.asarray(obs[STATE_KEY])), dtype=np.float64)
+    joints = np.clip(joints, lim.joint_pos_min, lim.joint_pos_max)
     tail = [last_gripper] if lim.has_gripper else []
     return np.concatenate([joints, tail]).astype(np.float32)
 

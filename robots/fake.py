@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from robots.base import STAMP_KEY, Robot, RobotConfig, RobotLimits, StateLayout, register_robot
-from vla_rft.contract import ACTION_POS_SCALE, IMAGE_PREFIX, STATE_KEY, TASK_KEY
+from vla_rft.contract import IMAGE_PREFIX, STATE_KEY, TASK_KEY
 
 
 def _default_limits() -> RobotLimits:
@@ -88,7 +88,7 @@ class FakeRobot(Robot):
             self.commands.append(a.copy())
             self.calls.append((time.monotonic(), "send_action"))
             if self.limits.action_space == "ee_delta":
-                self.position = self.position + a[:3] * ACTION_POS_SCALE
+                self.position = self.position + a[:3] * self.limits.ee_pos_scale
             else:
                 self.position = a[: self.limits.n_joints].copy()
             if self.limits.has_gripper:

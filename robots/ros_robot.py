@@ -8,13 +8,18 @@ fields (``secs/nsecs`` vs ``sec/nanosec``); :func:`ros_type` and :func:`ros_dura
 
 The action space is ``joint_position``: ``[joint positions (rad)..., gripper]`` with the gripper
 in contract units (-1 open, +1 closed), mapped linearly onto the gripper joint's positions.
-The observation state has the same layout. Commands are expected to be safety-filtered.
+The observation state has the same layout. Commands are expected to be safety-filtered; as a last
+line of defence every joint position this class publishes (commands, holds, homing paths) is
+clamped into ``limits.joint_pos_min/max`` and every gripper command into the gripper range, because
+some of them (a hold at the measured pose, a homing path from it) never pass the filter, and a
+measured pose can sit a hair past a limit.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
 import threading
 import time
@@ -35,6 +40,8 @@ from robots.base import (
 )
 from robots.rosbridge import BridgeConfig, RosbridgeClient, RosbridgeError
 from vla_rft.contract import IMAGE_PREFIX, STATE_KEY, TASK_KEY
+
+log = logging.getLogger(__name__)
 
 
 def ros_type(name: str, version: int, kind: str = "msg") -> str:
@@ -235,15 +242,21 @@ class RosRobot(Robot):
             super().send_chunk(chunk)
 
     def _send_points(self, points: np.ndarray) -> None:
-        c, n = self.config, self.limits.n_joints
+        c, lim, n = self.config, self.limits, self.limits.n_joints
+        joints = self._clamp_joints(points[:, :n])
         if c.command_type == "joint_trajectory":
-            msg = self.trajectory(points[:, :n], c.control_dt)
+            msg = self.trajectory(joints, c.control_dt)
         else:
-            msg = {"data": [float(x) for x in points[-1, :n]]}
+            msg = {"data": [float(x) for x in joints[-1]]}
         if not self.bridge.publish(c.command_topic, msg):
             raise RobotError("rosbridge is disconnected: command not sent")
-        if self.limits.has_gripper and c.gripper_command_topic:
-            self.bridge.publish(c.gripper_command_topic, {"data": [self._gripper_to_position(points[0, n])]})
+        if lim.has_gripper and c.gripper_command_topic:
+            grip = min(max(float(points[0, n]), lim.gripper_min), lim.gripper_max)
+            self.bridge.publish(c.gripper_command_topic, {"data": [self._gripper_to_position(grip)]})
+
+    def _clamp_joints(self, positions: np.ndarray) -> np.ndarray:
+        """``positions`` (rows of joint positions, rad) clamped into the joint position limits."""
+        return np.clip(positions, self.limits.joint_pos_min, self.limits.joint_pos_max)
 
     def trajectory(self, positions: np.ndarray, dt: float) -> dict[str, Any]:
         """A JointTrajectory message with one point per row, ``dt`` apart (first at ``dt``)."""
@@ -254,16 +267,47 @@ class RosRobot(Robot):
                            for i, row in enumerate(positions)]}
 
     def hold(self) -> None:
-        """JointTrajectory: an empty trajectory (the controller stops and holds); else measured pose."""
+        """JointTrajectory: an empty trajectory (the controller stops and holds); else the measured
+        pose clamped into the joint limits (:meth:`measured_in_limits`).
+
+        A forward controller's hold is a position command that never passes the safety filter, so
+        it is clamped here: an arm resting a hair past a limit is held at the limit, not commanded
+        outside it. When the pose is too far outside to clamp, nothing is published (the
+        controller keeps its previous, filtered target) and a warning names the joint. Never raises
+        for that reason: ``estop`` calls this first.
+        """
         c = self.config
         if c.command_type == "joint_trajectory":
             self.bridge.publish(c.command_topic, {"joint_names": list(c.joint_names), "points": []})
             return
         try:
-            joints, _ = self._measured_joints()
+            target = self.measured_in_limits()
         except ObservationUnavailable:
             return  # nothing was ever measured, so nothing was commanded either
-        self.bridge.publish(c.command_topic, {"data": [float(x) for x in joints]})
+        except RobotError as exc:
+            log.warning("hold not sent: %s; the controller keeps its previous target", exc)
+            return
+        self.bridge.publish(c.command_topic, {"data": [float(x) for x in target]})
+
+    def measured_in_limits(self) -> np.ndarray:
+        """The measured joint positions clamped into the joint position limits.
+
+        An arm can rest a hair past a limit (gravity, tracking error, encoder noise); clamping
+        moves it back by that hair. A joint further outside than one control period of motion at
+        its velocity limit is not clamped, since that would command a jump: RobotError names it.
+        """
+        joints, _ = self._measured_joints()
+        target = self._clamp_joints(joints)
+        jump = np.abs(target - joints)
+        max_jump = np.asarray(self.limits.joint_vel_max) * self.config.control_dt
+        if np.any(jump > max_jump):
+            i = int(np.argmax(jump - max_jump))
+            lim = self.limits
+            raise RobotError(f"joint '{self.config.joint_names[i]}' measured at {joints[i]:.4f} rad is "
+                             f"{jump[i]:.4f} rad outside its limits [{lim.joint_pos_min[i]}, "
+                             f"{lim.joint_pos_max[i]}], more than one control period of motion "
+                             f"({max_jump[i]:.4f} rad); check the limits or move the arm by hand")
+        return target
 
     def estop(self) -> None:
         """Hold at once, then call the driver's e-stop service; raises RobotError if it fails."""
@@ -277,11 +321,16 @@ class RosRobot(Robot):
             raise RobotError(f"e-stop service {c.estop_service} failed: {exc}") from exc
 
     def home(self) -> None:
-        """Move to ``home`` along a straight joint path at a fraction of the velocity limits."""
+        """Move to ``home`` along a straight joint path at a fraction of the velocity limits.
+
+        The path starts from the measured pose clamped into the joint limits (``home`` itself is
+        inside them), so no point of it lies outside; a pose too far outside to clamp raises
+        RobotError (see :meth:`measured_in_limits`).
+        """
         c = self.config
         if not c.home:
             return
-        start, _ = self._measured_joints()
+        start = self.measured_in_limits()
         target = np.array(c.home)
         speed = np.array(self.limits.joint_vel_max) * c.home_speed_fraction
         steps = max(1, math.ceil(float(np.max(np.abs(target - start) / speed)) / c.control_dt))

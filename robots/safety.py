@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from robots.base import STAMP_KEY, RobotLimits, StateLayout
-from vla_rft.contract import ACTION_POS_SCALE, ACTION_ROT_SCALE, STATE_KEY
+from vla_rft.contract import STATE_KEY
 
 # Slack for float rounding in the invariant (limits are in rad / m / [-1, 1]).
 EPS = 1e-9
@@ -361,12 +361,13 @@ class SafetyFilter:
                                       float(np.clip(ee[i], ax.lo[i], ax.hi[i])), s))
         if self._prev_gripper is None:
             self._prev_gripper = self.layout.gripper_value(state)
-        trans = limit_motion(clipped[:3] * ACTION_POS_SCALE, self._prev_step, ee, ax, s, events)
-        rot = limit_motion(clipped[3:6] * ACTION_ROT_SCALE, self._prev_rot, np.zeros(3),
+        pos_scale, rot_scale = self.limits.ee_pos_scale, self.limits.ee_rot_scale
+        trans = limit_motion(clipped[:3] * pos_scale, self._prev_step, ee, ax, s, events)
+        rot = limit_motion(clipped[3:6] * rot_scale, self._prev_rot, np.zeros(3),
                            self._rot_axes, s, events)
         self._prev_step, self._prev_rot = trans, rot
         grip = self._filter_gripper(clipped[6], events)
-        out = np.concatenate([trans / ACTION_POS_SCALE, rot / ACTION_ROT_SCALE, [grip]])
+        out = np.concatenate([trans / pos_scale, rot / rot_scale, [grip]])
         return np.minimum(np.maximum(out, -1.0), 1.0)
 
     def _filter_gripper(self, g: float, events: list[SafetyEvent]) -> float:
@@ -411,7 +412,7 @@ class SafetyFilter:
         """Move the predicted measured state as if ``command`` had been tracked exactly."""
         lay = self.layout
         if self.limits.action_space == "ee_delta":
-            state[slice(*lay.ee_position)] += command[:3] * ACTION_POS_SCALE  # type: ignore[misc]
+            state[slice(*lay.ee_position)] += command[:3] * self.limits.ee_pos_scale  # type: ignore[misc]
         else:
             state[slice(*lay.joint_positions)] = command[: self.limits.n_joints]  # type: ignore[misc]
         if lay.gripper is not None and self.limits.has_gripper:

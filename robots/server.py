@@ -15,6 +15,11 @@ Protocol (every frame a msgpack map, see :mod:`robots.wire` and ``docs/deploymen
 The server binds 127.0.0.1 unless told otherwise. Policy calls run in one worker thread, so the
 policy need not be thread-safe and the event loop stays responsive (health checks answer while a
 slow policy computes).
+
+Before it accepts connections the server is *warm*: it runs one inference on a dummy observation
+built from the policy's metadata (:func:`dummy_observation`) and logs ``policy warm: first
+inference took X s``. Trained policies load heavy parts lazily (the frozen instruction encoder
+takes ~10 s), and a client's first request must not pay for that: its timeout is 5 s.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from robots.base import STAMP_KEY
-from robots.policy import PolicyProtocol, load_policy
+from robots.policy import PolicyMetadata, PolicyProtocol, load_policy
 from robots.wire import PROTOCOL_VERSION, WireError, pack, unpack
 from vla_rft.contract import (
     IMAGE_PREFIX,
@@ -52,6 +57,15 @@ from vla_rft.contract import (
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "VLA_RFT_SERVER_TOKEN"
+
+WARMUP_TASK = "warm up"
+"""Instruction of the warm-up observation."""
+WARMUP_IMAGE_SHAPE = (64, 64)
+"""``(H, W)`` of the warm-up images when the policy's metadata fixes no ``image_shape``."""
+
+
+class PolicyWarmupError(RuntimeError):
+    """The policy failed its warm-up inference, so it is not served; the message says why."""
 
 
 class RequestError(Exception):
@@ -82,6 +96,9 @@ class ServerConfig:
     """Largest batch accepted in one ``infer`` request."""
     max_in_flight: int = 4
     """Requests answered concurrently per connection; further frames wait (backpressure)."""
+    warmup: bool = True
+    """Run one inference on a dummy observation before accepting connections, so that lazy
+    loading (the instruction encoder) happens then, not during the first client request."""
 
 
 class PolicyServer:
@@ -102,20 +119,53 @@ class PolicyServer:
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._token = config.token.encode()
+        self.warmup_s: float | None = None
+        """How long the warm-up inference took (s); None until :meth:`warm_up` ran."""
 
     # ------------------------------------------------------------------ running
+    def warm_up(self) -> float:
+        """Run one inference on :func:`dummy_observation` in the policy thread; returns its seconds.
+
+        The dummy goes through the same validation as a request, and the chunk through the same
+        output checks. Runs once (later calls return the first duration); raises
+        :class:`PolicyWarmupError` when the policy fails, since it would fail its clients too.
+        """
+        if self.warmup_s is not None:
+            return self.warmup_s
+        name = self.metadata.name
+        start = time.perf_counter()
+        try:
+            obs = self._checked_batch({"obs": dummy_observation(self.metadata)})
+            chunk = self._pool.submit(self.policy.act, obs).result()
+            self._checked_chunk(chunk, 1)
+        except Exception as exc:
+            raise PolicyWarmupError(f"policy '{name}' failed its warm-up inference on a dummy "
+                                    f"observation: {type(exc).__name__}: {exc}") from exc
+        self.warmup_s = time.perf_counter() - start
+        log.info("policy warm: first inference took %.2f s (%s)", self.warmup_s, name)
+        return self.warmup_s
+
     async def serve_async(self) -> None:
-        """Serve until :meth:`stop` is called."""
+        """Warm up (unless ``config.warmup`` is off), then serve until :meth:`stop` is called."""
+        if self.config.warmup:
+            await asyncio.to_thread(self.warm_up)
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         async with serve(self._handle, self.config.host, self.config.port,
                          max_size=self.config.max_message_bytes, compression=None) as server:
             self.port = server.sockets[0].getsockname()[1]
+            log.info("serving %s on ws://%s:%d", self.metadata.name, self.config.host, self.port)
             self._ready.set()
             await self._stop.wait()
 
     def start(self, timeout_s: float = 10.0) -> int:
-        """Serve from a background thread; returns the bound port."""
+        """Warm up in the calling thread, then serve from a background thread; returns the port.
+
+        ``timeout_s`` bounds binding the socket, not the warm-up (a checkpoint may take longer to
+        warm than a server to start); a failed warm-up raises :class:`PolicyWarmupError` here.
+        """
+        if self.config.warmup:
+            self.warm_up()
         self._thread = threading.Thread(target=asyncio.run, args=(self.serve_async(),),
                                         name="policy-server", daemon=True)
         self._thread.start()
@@ -295,6 +345,15 @@ class PolicyServer:
         return arr
 
 
+def dummy_observation(meta: PolicyMetadata) -> dict[str, Any]:
+    """An unbatched observation that fits ``meta``: zero state, black images, :data:`WARMUP_TASK`."""
+    h, w = meta.image_shape or WARMUP_IMAGE_SHAPE
+    obs: dict[str, Any] = {STATE_KEY: np.zeros(meta.state_dim, np.float32), TASK_KEY: WARMUP_TASK}
+    for cam in meta.cameras:
+        obs[IMAGE_PREFIX + cam] = np.zeros((h, w, 3), np.uint8)
+    return obs
+
+
 def _error(rid: Any, code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "id": rid, "code": code, "message": message}
 
@@ -344,8 +403,10 @@ def serve_main(argv: list[str] | None = None, policy: PolicyProtocol | None = No
         print(f"generated token (pass it to the client): {token}", file=sys.stderr)
     config = ServerConfig(host=args.host, port=args.port, token=token,
                           max_message_bytes=int(args.max_message_mb * 2**20))
+    # The server's log (warm-up time, address, connections, errors) is the command's stderr.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     server = PolicyServer(policy, config)
-    print(f"serving {policy.metadata.name} on ws://{args.host}:{args.port}", file=sys.stderr)
+    print(f"warming up {policy.metadata.name} (one inference on a dummy observation)", file=sys.stderr)
     try:
         asyncio.run(server.serve_async())
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,30 @@ def test_a_killed_deploy_leaves_earlier_episodes_loadable(tmp_path: Path) -> Non
     data = open_dataset(out)
     assert data.num_episodes == written and len(data) == 20 * written
     assert float(data[len(data) - 1]["observation.state"].sum()) != 0.0
+
+
+def test_serve_cli_warms_the_policy_before_it_listens() -> None:
+    proc = subprocess.Popen([*VLA_RFT, "serve", "--policy", "scripted:zero", "--port", "0", "--token", TOKEN],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stderr or []:
+            lines.append(line)  # noqa: PERF402 - one at a time, as they arrive (the test polls)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any("serving scripted:zero on ws://" in line for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    warm = [i for i, line in enumerate(lines) if "policy warm: first inference took" in line]
+    serving = [i for i, line in enumerate(lines) if "serving scripted:zero on ws://" in line]
+    assert warm and warm[0] < serving[0], "".join(lines)
 
 
 def test_serve_is_a_cli_command() -> None:

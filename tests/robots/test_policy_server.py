@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -13,7 +14,7 @@ from conftest import TOKEN
 from robots.client import PolicyClient, PolicyServerError
 from robots.config import ConfigError
 from robots.policy import PolicyMetadata, ScriptedPolicy, load_policy, register_policy_loader
-from robots.server import PolicyServer, ServerConfig, build_parser
+from robots.server import WARMUP_TASK, PolicyServer, PolicyWarmupError, ServerConfig, build_parser
 from robots.wire import WireError, pack, unpack
 from vla_rft.contract import STATE_KEY
 
@@ -89,7 +90,7 @@ def test_policy_exceptions_and_bad_outputs_are_reported() -> None:
             return np.full((1, 2, 7), 5.0 if self.mode == "range" else np.nan, np.float32)
 
     policy = Bad()
-    server = PolicyServer(policy, ServerConfig(port=0, token=TOKEN))
+    server = PolicyServer(policy, ServerConfig(port=0, token=TOKEN, warmup=False))  # fails at requests
     server.start()
     try:
         with PolicyClient(port=server.port, token=TOKEN) as client:
@@ -106,6 +107,57 @@ def test_policy_exceptions_and_bad_outputs_are_reported() -> None:
         server.stop()
 
 
+class LazyPolicy(ScriptedPolicy):
+    """Loads its "instruction encoder" on the first call, as trained policies load MiniLM."""
+
+    def __init__(self, meta: PolicyMetadata) -> None:
+        super().__init__("hold", meta)
+        self.encoder: str | None = None
+        self.seen: list[dict] = []
+
+    def act(self, obs: dict) -> np.ndarray:
+        if self.encoder is None:
+            self.encoder = "loaded"
+        self.seen.append(obs)
+        return super().act(obs)
+
+
+def test_the_server_is_warm_before_it_accepts_connections(caplog: pytest.LogCaptureFixture) -> None:
+    meta = PolicyMetadata(name="lazy", action_dim=7, chunk_size=4, state_dim=7, cameras=["front"],
+                          image_shape=[8, 8], action_space="joint_position")
+    policy = LazyPolicy(meta)
+    server = PolicyServer(policy, ServerConfig(port=0, token=TOKEN))
+    with caplog.at_level(logging.INFO, logger="robots.server"):
+        server.start()
+    try:
+        # before any client: the encoder is loaded by one inference on a dummy that fits the contract
+        assert policy.encoder == "loaded" and len(policy.seen) == 1
+        dummy = policy.seen[0]
+        assert dummy["task"] == [WARMUP_TASK] and dummy[STATE_KEY].shape == (1, 7)
+        assert dummy[IMG].shape == (1, 8, 8, 3) and dummy[IMG].dtype == np.uint8
+        assert server.warmup_s is not None and "policy warm: first inference took" in caplog.text
+        assert server.stats["ok"] == 0  # the warm-up is not a request
+        with PolicyClient(port=server.port, token=TOKEN) as client:
+            assert client.infer(good_obs()).shape == (4, 7)
+        assert len(policy.seen) == 2 and server.stats["ok"] == 1
+    finally:
+        server.stop()
+
+
+def test_a_policy_that_fails_its_warm_up_is_not_served() -> None:
+    meta = PolicyMetadata(name="broken", action_dim=7, chunk_size=2, state_dim=7, cameras=["front"])
+
+    class Broken(ScriptedPolicy):
+        def act(self, obs: dict) -> np.ndarray:
+            raise ValueError("weights missing")
+
+    server = PolicyServer(Broken("zero", meta), ServerConfig(port=0, token=TOKEN))
+    with pytest.raises(PolicyWarmupError, match="policy 'broken' failed its warm-up inference on a dummy "
+                                                "observation: ValueError: weights missing"):
+        server.start()
+    assert server.port is None  # never listened
+
+
 def test_client_times_out_and_discards_the_late_reply() -> None:
     gate = threading.Event()
     meta = PolicyMetadata(name="slow", action_dim=7, chunk_size=2, state_dim=7)
@@ -115,7 +167,7 @@ def test_client_times_out_and_discards_the_late_reply() -> None:
             gate.wait(5.0)
             return super().act(obs)
 
-    server = PolicyServer(Slow("zero", meta), ServerConfig(port=0, token=TOKEN))
+    server = PolicyServer(Slow("zero", meta), ServerConfig(port=0, token=TOKEN, warmup=False))
     server.start()
     try:
         with PolicyClient(port=server.port, token=TOKEN, timeout_s=0.2) as client:

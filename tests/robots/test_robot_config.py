@@ -90,3 +90,8 @@ def test_outside_code_can_register_a_robot_kind() -> None:
     assert "echo-test" in robots.available_robots()
     with pytest.raises(ConfigError, match="did you mean 'echo'"):
         robots.make_robot({"kind": "echo-test", "ecko": 1.0})
+
+
+def test_the_sims_arm_refuses_an_action_scale_its_controller_does_not_use() -> None:
+    with pytest.raises(ConfigError, match="ee_pos_scale/ee_rot_scale must be 0.02/0.15 for the sims arm"):
+        robot_config_from_dict({"kind": "mujoco", "limits": {"action_space": "ee_delta", "ee_pos_scale": 0.05}})

@@ -19,6 +19,8 @@ from robots.base import (
     robot_config_from_dict,
 )
 from robots.config import ConfigError
+from robots.deploy import DeploySettings, EpisodeRunner, hold_action
+from robots.executor import ExecutorConfig
 from robots.ros_robot import CameraStream, RosRobot, decode_image, ros_duration, ros_type
 from robots.safety import SafetyConfig, SafetyFilter
 from vla_rft.contract import STATE_KEY, validate_observation
@@ -117,6 +119,68 @@ def test_ros1_forward_controller(bridge_server: FakeRosbridge) -> None:
         assert sent == {"data": [0.2, 0.3]} and hold == {"data": [pytest.approx(0.1), pytest.approx(-0.2)]}
         types = {op["topic"]: op["type"] for op in bridge_server.subscribe_ops[-2:]}
         assert types["/joint_states"] == "sensor_msgs/JointState"
+    finally:
+        robot.close()
+
+
+FORWARD = "/position_controller/command"
+
+
+def forward_robot(url: str, **extra: object) -> RosRobot:
+    robot = make_robot(config(url, command_type="float64_multi_array", command_topic=FORWARD, **extra))
+    assert isinstance(robot, RosRobot)
+    return robot
+
+
+def published_until_sentinel(server: FakeRosbridge, robot: RosRobot) -> list[dict]:
+    """Every forward command published so far: sends a sentinel command and waits for it (one
+    websocket keeps order), so everything published before it has arrived."""
+    robot.send_action(np.array([0.0123, 0.0, -1.0]))
+    deadline = time.monotonic() + 3.0
+    while not any(m["data"] == [0.0123, 0.0] for m in server.published[FORWARD]):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    return server.published[FORWARD][:-1]
+
+
+def test_forward_controller_never_commands_outside_the_joint_limits(bridge_server: FakeRosbridge) -> None:
+    # j1 rests a hair past its 1.0 rad limit (gravity, tracking error): hold, e-stop, homing, an
+    # episode's holds and its end must all command it *at* the limit, never at the measured pose.
+    bridge_server.services["/estop"] = lambda args: (True, {"success": True})
+    robot = forward_robot(bridge_server.url, home=[0.5, 0.0], home_speed_fraction=1.0)
+    try:
+        feed(bridge_server, positions=(1.0021, -0.2))
+        robot.wait_ready(3.0)
+        robot.hold()
+        robot.estop()
+        runner = EpisodeRunner(robot, lambda obs: np.array([[1.5, -0.2, 1.0]] * 4, np.float32),
+                               DeploySettings(max_steps=3, realtime=False,
+                                              executor=ExecutorConfig(async_inference=False)))
+        result = runner.run_episode()  # reset (home), 3 held steps (state outside limits), end (hold)
+        assert result.holds == 3
+        sent = published_until_sentinel(bridge_server, robot)
+        holds = [m["data"] for m in sent if m["data"][1] == pytest.approx(-0.2)]
+        assert len(holds) >= 6 and all(h == [1.0, pytest.approx(-0.2)] for h in holds)
+        assert len(sent) > len(holds)  # the homing path
+        for m in sent:
+            assert all(-1.0 <= x <= 1.0 for x in m["data"]), m
+        logged = hold_action(robot, robot.get_observation(), -1.0)
+        np.testing.assert_allclose(logged, [1.0, -0.2, -1.0], atol=1e-6)
+    finally:
+        robot.close()
+
+
+def test_a_pose_far_outside_the_limits_is_not_clamped_into_a_jump(
+        bridge_server: FakeRosbridge, caplog: pytest.LogCaptureFixture) -> None:
+    robot = forward_robot(bridge_server.url, home=[0.5, 0.0])
+    try:
+        feed(bridge_server, positions=(1.5, -0.2))  # 0.5 rad out, one period at 1 rad/s is 0.1 rad
+        robot.wait_ready(3.0)
+        robot.hold()
+        assert "hold not sent: joint 'j1' measured at 1.5000 rad" in caplog.text
+        with pytest.raises(RobotError, match="joint 'j1' measured at 1.5000 rad is 0.5000 rad outside"):
+            robot.home()
+        assert published_until_sentinel(bridge_server, robot) == []
     finally:
         robot.close()
 

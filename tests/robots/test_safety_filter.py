@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from robots.base import STAMP_KEY, RobotLimits, StateLayout
+from robots.base import STAMP_KEY, RobotLimits, StateLayout, robot_config_from_dict
 from robots.safety import SafetyConfig, SafetyFilter, braking_step
-from vla_rft.contract import ACTION_POS_SCALE, STATE_KEY
+from vla_rft.contract import ACTION_POS_SCALE, ACTION_ROT_SCALE, STATE_KEY
 
 DT = 0.1
 
@@ -151,6 +151,26 @@ def test_ee_state_outside_workspace_only_moves_back() -> None:
     assert "state_outside_workspace" in kinds(res) and res.command[0] <= 0.0
     res = f.filter([-1.0, 0.0, 0.0, 0, 0, 0, -1.0], obs([0.6, 0.25, 0.25, -1.0]))
     assert res.command[0] < 0.0
+
+
+def test_the_ee_action_scale_comes_from_the_robot_config() -> None:
+    default_limits = RobotLimits(action_space="ee_delta")
+    assert (default_limits.ee_pos_scale, default_limits.ee_rot_scale) == (ACTION_POS_SCALE, ACTION_ROT_SCALE)
+    limits = {"action_space": "ee_delta", "ee_workspace_min": [0.0, 0.0, 0.0], "ee_workspace_max": [0.5] * 3,
+              "ee_vel_max": 0.3, "ee_acc_max": 3.0}  # rotation: 1.5 rad/s, 15 rad/s^2 -> 0.15 rad/step
+    results = {}
+    for pos_scale, rot_scale in [(0.02, 0.15), (0.005, 0.3)]:
+        cfg = robot_config_from_dict({"kind": "fake", "state_layout": {"ee_position": [0, 3], "gripper": 3},
+                                      "limits": {**limits, "ee_pos_scale": pos_scale, "ee_rot_scale": rot_scale}})
+        f = SafetyFilter(cfg.limits, cfg.state_layout, SafetyConfig(control_dt=DT))
+        results[pos_scale] = f.filter([1.0, 0.0, 0.0, 0.0, 0.0, 1.0, -1.0], obs([0.49, 0.25, 0.25, -1.0]))
+    # 1 cm from the +x wall: a full step is 2 cm at the default scale (held to half), 0.5 cm at 0.005
+    default, custom = results[0.02], results[0.005]
+    assert default.command[0] == pytest.approx(0.5) and "clip_workspace" in kinds(default)
+    assert custom.command[0] == pytest.approx(1.0)
+    # rotation: 0.15 rad per step fits the rate limit exactly; 0.3 rad is held to half
+    assert default.command[5] == pytest.approx(1.0) and custom.command[5] == pytest.approx(0.5)
+    assert {e.field for e in custom.events} == {"rot.z"}
 
 
 def test_filter_chunk_stops_at_the_first_hold() -> None:
