@@ -8,12 +8,12 @@ Writes benchmarks/results/finetune_throughput.json and prints a table (see docs/
 Both sides run in this one process, one after the other, single-threaded (one torch thread,
 llvmpipe with one render thread), on the same env: ``sims`` task ``pick_cube`` with the
 reference pretrained policy's cameras and image size (front + wrist, 64x64, as ``vla-rft
-collect`` records them) and the same env kwargs (``finetune._env_spec``), 8 envs stepped in
+collect`` records them) and the same env kwargs (``finetune.source_spec``), 8 envs stepped in
 one process. Env steps/s is wall-clock over whole iterations, rollout collection plus update.
 
 - **vla-rft**: the loop of ``vla_rft.commands.finetune.train`` with ``configs/finetune/ppo_tiny.yaml``
   (8 envs x 8 chunks x chunk 8 = 512 env steps per iteration, 2 epochs x 4 minibatches), built
-  with its own helpers (``_env_spec``, ``_learner``, ``RolloutPlan``, ``make_runtime("local")``),
+  with its own helpers (``source_spec``, ``build_online``: the OnlineRL algorithm on the sim source),
   and a freshly initialized ``tiny_kp`` VLA whose interface is filled from the env the way
   ``vla-rft pretrain`` fills it from data (throughput does not depend on the weights). Periodic
   evaluation, logging and checkpoints are not part of the loop measured. The timed iterations
@@ -244,10 +244,8 @@ def measure_sb3(cfg: BenchFinetuneConfig, ft: Any, env_kwargs: dict[str, Any], c
 
 # ------------------------------------------------------------------------------ vla-rft side
 def measure_vla(cfg: BenchFinetuneConfig, ft: Any, interface: dict[str, Any], chunk_size: int) -> dict[str, Any]:
-    """Our PPO loop (collect_chunks + PPO.update, as finetune.train runs them) on the local runtime."""
-    from vla_rft.commands.finetune import _env_spec, _learner, _rollout_metrics
-    from vla_rft.runtime import make_runtime
-    from vla_rft.runtime.local import RolloutPlan
+    """Our PPO loop (OnlineRL.collect + update, what the trainer runs for finetune) on the sim source."""
+    from vla_rft.commands.finetune import build_online, source_spec
     from vla_rft.seeding import seed_everything
 
     np_rng = seed_everything(ft.seed)
@@ -257,17 +255,15 @@ def measure_vla(cfg: BenchFinetuneConfig, ft: Any, interface: dict[str, Any], ch
         p.requires_grad_(False)
     first = max(cfg.warmup, ft.ppo.value_warmup_iters)  # timed iterations are full policy updates
     ft.iterations = max(ft.iterations, first + cfg.iterations + 1)  # the lr schedule spans them
-    learner = _learner(ft, policy, reference, None)
-    plan = RolloutPlan(num_chunks=ft.rollout_len, seed=ft.seed)
-    spec = _env_spec(ft, policy)
-    runtime = make_runtime("local", spec, policy, ft.ppo.gamma, plan)
+    algo = build_online(ft, policy, reference)
+    spec = source_spec(ft, policy)
 
     def iteration(it: int) -> tuple[int, float, float]:
         t0 = time.perf_counter()
-        data = runtime.collect_chunks(policy, it)
+        data = algo.collect(it)
         collect_s = time.perf_counter() - t0
-        metrics = learner.update(data, it, np_rng)
-        metrics.update(_rollout_metrics(data, ft.algo, collect_s))
+        metrics = algo.update(data, it, it / ft.iterations, np_rng)
+        metrics.update(algo.batch_metrics(data, collect_s))
         return data.env_steps, collect_s, time.perf_counter() - t0 - collect_s
 
     try:
@@ -282,7 +278,7 @@ def measure_vla(cfg: BenchFinetuneConfig, ft: Any, interface: dict[str, Any], ch
         seconds = time.perf_counter() - t0
         profile = profile_iteration(iteration, first + cfg.iterations) if cfg.profile else None
     finally:
-        runtime.close()
+        algo.close()
     return {"env_steps_per_s": steps / seconds, "env_steps": steps, "seconds": seconds,
             "collect_seconds": collect_s, "update_seconds": update_s,
             "trainable_params": policy.num_parameters(), "load_average_before": load,
@@ -311,13 +307,16 @@ def profile_iteration(iteration: Any, it: int, top: int = 40) -> dict[str, Any]:
 
 
 def measure_env_only(spec: Any, vector_steps: int, warmup: int, seed: int) -> dict[str, Any]:
-    """The same vector env (our SAME_STEP SyncVectorEnv, same kwargs) stepped ``vector_steps``
-    times with seeded random actions and no policy: the ceiling of either loop."""
+    """The same envs (sims tasks in a SAME_STEP SyncVectorEnv, same kwargs, one action per step)
+    stepped ``vector_steps`` times with seeded random actions and no policy: the ceiling of either loop."""
+    import gymnasium as gym
     import numpy as np
+    from gymnasium.vector import AutoresetMode
 
-    from vla_rft.algorithms.envs import make_chunk_vec_env
+    import sims
 
-    env = make_chunk_vec_env(spec.task, spec.num_envs, spec.vectorization, **spec.env_kwargs)
+    env = gym.vector.SyncVectorEnv([lambda: sims.make_env(spec.task, **spec.env_kwargs) for _ in range(spec.num_envs)],
+                                   autoreset_mode=AutoresetMode.SAME_STEP)
     rng = np.random.default_rng(seed)
     try:
         env.reset(seed=[seed + i for i in range(spec.num_envs)])
@@ -370,10 +369,10 @@ def bench_finetune(cfg: BenchFinetuneConfig) -> dict[str, Any]:
     ours = measure_vla(cfg, ft, interface, chunk_size)
     env_only = None
     if cfg.env_only:
-        from vla_rft.runtime import EnvSpec
+        from vla_rft.sources import SourceSpec
 
         per_iter = ft.rollout_len * chunk_size
-        spec = EnvSpec(str(ft.task), ft.num_envs, ft.vector, ours["env_kwargs"])
+        spec = SourceSpec(str(ft.task), ft.num_envs, chunk_size, ft.vector, ours["env_kwargs"])
         env_only = measure_env_only(spec, cfg.iterations * per_iter, cfg.warmup * per_iter, cfg.seed)
     sb3 = measure_sb3(cfg, ft, ours["env_kwargs"], chunk_size, ours["trainable_params"]) if cfg.sb3 else None
     machine["load_average_end"] = os.getloadavg()

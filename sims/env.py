@@ -48,10 +48,14 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         image_size: square image side in pixels.
         perturbation: ``"none"`` or comma-separated levels (see :mod:`sims.perturbations`).
         reward_type: ``"dense"`` (staged shaping phi in [0, 1], 1 on success), ``"sparse"`` (1 on
-            success) or ``"potential"``: phi(s') - phi(s) plus 1 on success (RL4VLA's potential
-            difference). An episode's potential rewards sum to phi_T - phi_0 + success, so, unlike
-            ``"dense"`` with ``terminate_on_success``, succeeding early never earns less than
-            hovering just short of success until the time limit.
+            success) or ``"potential"``: 1 on success plus the potential-based shaping
+            ``potential_gamma * phi(s') - phi(s)`` (Ng et al. 1999), with phi(s') = 0 when s'
+            terminates the episode. Its discounted return is the sparse return minus phi(s_0),
+            so it leaves the optimal policies of the sparse task unchanged (for an agent whose
+            discount is ``potential_gamma``), and, unlike ``"dense"`` with
+            ``terminate_on_success``, succeeding early never earns less than hovering just short
+            of success until the time limit.
+        potential_gamma: the discount of the agent the potential reward is shaped for.
         terminate_on_success: end the episode (``terminated=True``) when the task succeeds.
         render_mode: ``"rgb_array"`` makes :meth:`render` return the front camera image.
     """
@@ -68,6 +72,7 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         reward_type: str = "dense",
         terminate_on_success: bool = True,
         render_mode: str | None = None,
+        potential_gamma: float = 0.99,
     ) -> None:
         _check_choice("obs_mode", obs_mode, ("rgb", "state"))
         _check_choice("reward_type", reward_type, REWARD_TYPES)
@@ -79,6 +84,9 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.image_size = int(image_size)
         self.reward_type = reward_type
         self.terminate_on_success = terminate_on_success
+        if not 0.0 < potential_gamma <= 1.0:
+            raise ValueError(f"potential_gamma must be in (0, 1], got {potential_gamma}")
+        self.potential_gamma = float(potential_gamma)
         self.render_mode = render_mode
         self.perturbation = parse_perturbation(perturbation)
 
@@ -150,13 +158,13 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         dense = 1.0 if success else self.task.dense_reward(self.physics)
         if self.reward_type == "dense":
             reward = dense
-        elif self.reward_type == "sparse":
+        else:
             reward = float(success)
-        else:  # potential difference plus the success reward
-            reward = dense - self._phi + float(success)
+        terminated = success and self.terminate_on_success
+        if self.reward_type == "potential":  # shaping gamma * phi(s') - phi(s), phi = 0 after termination
+            reward = self.potential_gamma * (0.0 if terminated else dense) - self._phi + float(success)
         self._phi = dense
         info = self._info(clipped, success=success, dense=dense)
-        terminated = success and self.terminate_on_success
         render = (not self.lazy_frames or self._frames_requested or terminated
                   or (self.episode_limit is not None and self.elapsed_steps >= self.episode_limit))
         self._frames_requested = False

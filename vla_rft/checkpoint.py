@@ -7,8 +7,9 @@ Layout of a checkpoint directory::
       config.json             the resolved config that produced the weights
       model.safetensors       named tensors (model weights)
       optimizer.safetensors   optional: flattened optimizer state tensors
+      state.safetensors       optional: a trainer's other tensors (stateful loss terms)
       normalizer.json         optional: normalization statistics (lists of floats)
-      rng.json                optional: python/numpy/torch RNG state
+      rng.json                optional: python/numpy/torch (CPU and CUDA) RNG state
       extra.json              optional: anything else JSON-serializable
 
 Writes are atomic: everything goes to ``<dir>.tmp-<pid>`` and is renamed into place, so a
@@ -45,6 +46,7 @@ class Checkpoint:
     step: int = 0
     counters: dict[str, int] = field(default_factory=dict)
     optimizer: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None  # a trainer's other tensors (stateful loss terms)
     normalizer: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
     extra: dict[str, Any] | None = None
@@ -90,6 +92,8 @@ def save_checkpoint(ckpt: Checkpoint, directory: str | os.PathLike) -> Path:
         save_file(_contiguous(ckpt.tensors), str(tmp / "model.safetensors"))
         if ckpt.optimizer is not None:
             save_file(_contiguous(ckpt.optimizer), str(tmp / "optimizer.safetensors"))
+        if ckpt.state is not None:
+            save_file(_contiguous(ckpt.state), str(tmp / "state.safetensors"))
         _write_json(tmp / "config.json", ckpt.config)
         for name, obj in (("normalizer", ckpt.normalizer), ("rng", ckpt.rng), ("extra", ckpt.extra)):
             if obj is not None:
@@ -186,6 +190,7 @@ def load_checkpoint(directory: str | os.PathLike, *, kind: str | None = None, de
         step=int(meta.get("step", 0)),
         counters=dict(meta.get("counters", {})),
         optimizer=tensors("optimizer.safetensors"),
+        state=tensors("state.safetensors"),
         normalizer=js("normalizer"),
         rng=js("rng"),
         extra=js("extra"),

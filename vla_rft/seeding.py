@@ -38,6 +38,8 @@ def get_rng_state(np_rng: np.random.Generator | None = None) -> dict[str, Any]:
         "numpy_global": _np_legacy_state(),
         "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = [base64.b64encode(t.numpy().tobytes()).decode() for t in torch.cuda.get_rng_state_all()]
     if np_rng is not None:
         state["numpy_generator"] = np_rng.bit_generator.state
     return state
@@ -58,5 +60,8 @@ def set_rng_state(state: dict[str, Any], np_rng: np.random.Generator | None = No
     np.random.set_state((g["name"], np.array(g["keys"], dtype=np.uint32), g["pos"], g["has_gauss"], g["cached"]))
     raw = np.frombuffer(base64.b64decode(state["torch"]), dtype=np.uint8).copy()
     torch.set_rng_state(torch.from_numpy(raw))
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.from_numpy(np.frombuffer(base64.b64decode(s), dtype=np.uint8).copy())
+                                      for s in state["torch_cuda"]])
     if np_rng is not None and "numpy_generator" in state:
         np_rng.bit_generator.state = state["numpy_generator"]

@@ -44,3 +44,10 @@ class CounterEnv(gym.Env):
 def counter_vec_env(n: int, length: int, mode: str = "same_step", terminate: bool = False):
     return gym.vector.SyncVectorEnv([lambda: CounterEnv(length, terminate) for _ in range(n)],
                                     autoreset_mode=AutoresetMode[mode.upper()])
+
+
+def counter_source(n: int, length: int, terminate: bool = False, chunk_size: int = 4):
+    """The counting env as a rollout source (chunks of ``chunk_size``, executed in the env)."""
+    from vla_rft.sources.vector import VectorEnvSource
+
+    return VectorEnvSource([lambda: CounterEnv(length, terminate) for _ in range(n)], chunk_size)

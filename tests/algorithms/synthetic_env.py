@@ -59,3 +59,10 @@ class PointHomeEnv(gym.Env):
 def make_point_vec_env(n: int, mode: str = "same_step", **kwargs: Any) -> gym.vector.SyncVectorEnv:
     return gym.vector.SyncVectorEnv([lambda: PointHomeEnv(**kwargs) for _ in range(n)],
                                     autoreset_mode=AutoresetMode[mode.upper()])
+
+
+def point_source(n: int, chunk_size: int = 4, **kwargs: Any):
+    """Point-home as a rollout source over gymnasium envs (the sim source's machinery)."""
+    from vla_rft.sources.vector import VectorEnvSource
+
+    return VectorEnvSource([lambda: PointHomeEnv(**kwargs) for _ in range(n)], chunk_size)

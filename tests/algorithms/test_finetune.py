@@ -115,18 +115,17 @@ def test_cli_nan_learning_rate_exits_with_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ray_runtime_matches_local(tmp_path):
+def test_ray_source_matches_the_in_process_sim_source(tmp_path):
+    """Ray actors step slices of the same seeded envs; inference stays in the learner, so the
+    two sources give the same run."""
     pytest.importorskip("ray")
     import ray
 
     local = train(_cfg(tmp_path, "local", num_envs=4, iterations=2, ray_workers=2))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = train(_cfg(tmp_path, "ray", num_envs=4, iterations=2, runtime="ray", ray_workers=2))
+        remote = train(_cfg(tmp_path, "ray", num_envs=4, iterations=2, source="ray", ray_workers=2))
     finally:
         ray.shutdown()
     assert remote["env_steps"] == local["env_steps"]
-    ra, la = _metrics(tmp_path / "ray"), _metrics(tmp_path / "local")
-    # Different sampling seeds per worker split the batch differently from one local worker,
-    # so the runs differ; both must run and log the same metrics.
-    assert set(ra[-1]) == set(la[-1]) and np.isfinite(ra[-1]["train/loss/total"])
+    assert _metrics(tmp_path / "ray") == _metrics(tmp_path / "local")

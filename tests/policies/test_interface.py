@@ -73,8 +73,8 @@ def test_entropy_value_and_evaluate(policy):
     assert val.shape == (3,) and torch.all(torch.isfinite(val))
     latent, logp = policy.sample_latent(obs)
     ev = policy.evaluate(obs, latent)
-    torch.testing.assert_close(ev.log_prob, logp, atol=1e-3, rtol=1e-5)
-    torch.testing.assert_close(ev.entropy, ent)
+    torch.testing.assert_close(ev.step_log_prob.sum(-1), logp, atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(ev.step_entropy.sum(-1), ent)
     torch.testing.assert_close(ev.value, val)
 
 

@@ -182,8 +182,8 @@ def test_rl_interface_log_probs_entropy_value(act):
     torch.testing.assert_close(logp2, logp)
     torch.testing.assert_close(act.latent_to_chunk(latent), chunk)
     ev = act.evaluate(obs, latent)
-    torch.testing.assert_close(ev.log_prob, logp, atol=1e-3, rtol=1e-5)
-    torch.testing.assert_close(ev.entropy, act.entropy(obs))
+    torch.testing.assert_close(ev.step_log_prob.sum(-1), logp, atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(ev.step_entropy.sum(-1), act.entropy(obs))
     assert ev.value.shape == (4,) and torch.all(torch.isfinite(ev.value))
     with torch.no_grad():  # the mean of the samples is the deterministic chunk
         samples = torch.stack([act.sample(obs, torch.Generator().manual_seed(s))[0] for s in range(64)])

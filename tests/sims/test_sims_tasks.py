@@ -65,24 +65,26 @@ def test_rewards_and_info(task: str) -> None:
 
 
 @pytest.mark.parametrize("task", ["pick_cube", "open_drawer"])
-def test_potential_reward_telescopes_and_pays_success(task: str) -> None:
-    """phi(s') - phi(s) + success: an episode sums to phi_T - phi_0 + success, so succeeding
-    (phi_T = 1) is worth more than ending just short of it, whatever the time left."""
-    env = sims.make_env(task, obs_mode="state", reward_type="potential")
+@pytest.mark.parametrize("gamma", [0.9, 1.0])
+def test_potential_reward_is_gamma_shaping_of_the_sparse_return(task: str, gamma: float) -> None:
+    """r_t = gamma * phi(s_{t+1}) - phi(s_t) + success, phi = 0 after termination: the discounted
+    return is the sparse one minus phi(s_0) (Ng et al.'s policy invariance), for any gamma."""
+    env = sims.make_env(task, obs_mode="state", reward_type="potential", potential_gamma=gamma)
     expert = sims.make_expert(task, env)
     obs, _ = env.reset(seed=5)
     phi0 = env.unwrapped._phi
-    total, dense = 0.0, []
+    ret, t, dense = 0.0, 0, [phi0]
     while True:
         obs, reward, terminated, truncated, info = env.step(expert(obs))
-        total += reward
+        phi_next = 0.0 if terminated else info["reward_dense"]
+        assert reward == pytest.approx(gamma * phi_next - dense[-1] + float(info["is_success"]))
         dense.append(info["reward_dense"])
-        if len(dense) > 1:
-            assert reward == pytest.approx(dense[-1] - dense[-2] + float(info["is_success"]))
+        ret += gamma**t * reward
+        t += 1
         if terminated or truncated:
             break
     assert terminated and info["is_success"]
-    assert total == pytest.approx(dense[-1] - phi0 + 1.0) and total == pytest.approx(2.0 - phi0)
+    assert ret == pytest.approx(gamma ** (t - 1) * 1.0 - phi0)
     assert 0.0 <= phi0 < 1.0
 
 

@@ -16,7 +16,7 @@ any head whose log-prob is defined on its latent, the flow head's Euler chain in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -25,48 +25,28 @@ import torch.nn.functional as F
 from vla_rft.contract import TASK_KEY
 
 
-class MiniBatch(NamedTuple):
-    """The plain data a loss reads; M transitions (chunk steps)."""
-
-    obs: dict[str, Any]  # contract batch of M rows
-    latents: torch.Tensor  # (M, L, h, A) as sampled
-    log_probs: torch.Tensor  # (M,) log pi_old(latent | obs)
-    advantages: torch.Tensor  # (M,)
-    returns: torch.Tensor  # (M,) value targets (zeros for GRPO)
-    values: torch.Tensor  # (M,) V_old (zeros for GRPO)
-
-
 class LossTerm(Protocol):
-    """An extra loss added to an RL loss: ``term(policy, ref_policy, batch) -> (loss, metrics)``."""
+    """An extra loss added to a training loss: ``term(policy, ref_policy, batch) -> (loss, metrics)``.
+
+    ``batch`` is the minibatch the algorithm's loss is computed on (PPO/GRPO's
+    :class:`~vla_rft.algorithms.pg.PGBatch`, BC's chunk windows); terms read ``batch.obs`` (a
+    contract batch). A **stateful** term (running statistics, its own RNG, a Fisher estimate)
+    also defines ``state_dict() -> dict[str, Tensor]`` and ``load_state_dict(state)``; the
+    trainer saves that state in every checkpoint and restores it on resume."""
 
     name: str
 
-    def __call__(self, policy: Any, ref_policy: Any, batch: MiniBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, policy: Any, ref_policy: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         ...
 
 
 # ------------------------------------------------------------------------------- building blocks
-def clipped_policy_loss(new_logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float,
-                        dual_clip: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO's clipped surrogate (M,) -> scalar, with optional dual clip (Ye et al. 2020).
-
-    The dual clip bounds the loss of a negative-advantage sample whose ratio exploded to
-    ``dual_clip * |A|`` (VLA-RFT uses 3)."""
-    logratio = new_logp - old_logp
-    ratio = torch.exp(logratio)
-    surr = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1.0 - clip, 1.0 + clip))  # (M,)
-    if dual_clip is not None:
-        surr = torch.where(adv < 0, torch.min(surr, -adv * dual_clip), surr)
-    with torch.no_grad():
-        approx_kl = ((ratio - 1.0) - logratio).mean()  # k3 estimate of KL(pi_old || pi)
-        clip_frac = ((ratio - 1.0).abs() > clip).float().mean()
-    return surr.mean(), {"approx_kl": float(approx_kl), "clip_frac": float(clip_frac),
-                         "ratio_max": float(ratio.detach().max())}
-
-
-def clipped_value_loss(value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, clip: float,
+def clipped_value_loss(value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, clip: float | None,
                        huber_delta: float) -> torch.Tensor:
-    """RL4VLA's value loss: max(Huber(V - G), Huber(V_clipped - G)), V_clipped within +-clip of V_old."""
+    """RL4VLA's value loss: max(Huber(V - G), Huber(V_clipped - G)), V_clipped within +-clip of
+    V_old; ``clip`` None is the plain Huber loss."""
+    if clip is None:
+        return F.huber_loss(value, returns, delta=huber_delta)
     clipped = old_value + torch.clamp(value - old_value, -clip, clip)
     unclipped_loss = F.huber_loss(value, returns, reduction="none", delta=huber_delta)
     clipped_loss = F.huber_loss(clipped, returns, reduction="none", delta=huber_delta)
@@ -110,7 +90,7 @@ class KLToReference:
     coef: float
     name: str = "kl_ref"
 
-    def __call__(self, policy: Any, ref_policy: Any, batch: MiniBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, policy: Any, ref_policy: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         kl = forward_kl(policy, ref_policy, batch.obs).mean()
         return self.coef * kl, {"kl": float(kl.detach())}
 
@@ -122,7 +102,7 @@ class L2ToInit:
     coef: float
     name: str = "l2_init"
 
-    def __call__(self, policy: Any, ref_policy: Any, batch: MiniBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, policy: Any, ref_policy: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         ref = dict(ref_policy.named_parameters())
         sq = sum(((p - ref[n].detach()) ** 2).sum() for n, p in policy.named_parameters() if p.requires_grad)
         sq = torch.as_tensor(sq, dtype=torch.float32)
@@ -131,28 +111,43 @@ class L2ToInit:
 
 @dataclass
 class RegularizerConfig:
-    """Extra loss terms against the starting policy (forgetting mitigation, ALGORITHMS.md section 5)."""
+    """Extra loss terms against the starting policy (forgetting mitigation, ALGORITHMS.md section 5).
+    Each ``<name>_coef`` > 0 adds the term registered as ``<name>`` (:func:`register_term`)."""
 
     kl_ref_coef: float = 0.0
-    """Kickstarting weight on KL(pi_0 || pi) over rollout states (0 disables, 0.05-0.1 in the literature)."""
+    """Kickstarting weight on KL(pi_0 || pi) over the batch's states (0 disables, 0.05-0.1 in the literature)."""
     l2_init_coef: float = 0.0
     """L2-to-init weight lambda in (lambda/2) ||theta - theta0||^2 (0 disables)."""
 
 
+_TERMS: dict[str, Callable[[float], LossTerm]] = {"kl_ref": KLToReference, "l2_init": L2ToInit}
+
+
+def register_term(name: str) -> Callable[[Callable[[float], LossTerm]], Callable[[float], LossTerm]]:
+    """Decorator: ``cls(coef)`` becomes the loss term ``name`` (a ``<name>_coef`` in :class:`RegularizerConfig`
+    or the ``extra_terms`` of a trainer)."""
+
+    def deco(cls: Callable[[float], LossTerm]) -> Callable[[float], LossTerm]:
+        _TERMS[name] = cls
+        return cls
+
+    return deco
+
+
 def build_terms(cfg: RegularizerConfig) -> list[LossTerm]:
-    """The loss terms a :class:`RegularizerConfig` asks for."""
+    """The loss terms a :class:`RegularizerConfig` asks for (every registered ``<name>_coef`` > 0)."""
     terms: list[LossTerm] = []
-    if cfg.kl_ref_coef > 0:
-        terms.append(KLToReference(cfg.kl_ref_coef))
-    if cfg.l2_init_coef > 0:
-        terms.append(L2ToInit(cfg.l2_init_coef))
+    for name, cls in _TERMS.items():
+        coef = float(getattr(cfg, f"{name}_coef", 0.0))
+        if coef > 0:
+            terms.append(cls(coef))
     return terms
 
 
-def apply_terms(terms: list[LossTerm], policy: Any, ref_policy: Any, batch: MiniBatch
+def apply_terms(terms: list[LossTerm], policy: Any, ref_policy: Any, batch: Any
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Sum of the terms' losses and their metrics under ``loss/<name>/<metric>``."""
-    total = torch.zeros((), device=batch.log_probs.device)
+    total = torch.zeros((), device=policy.device)
     metrics: dict[str, float] = {}
     for term in terms:
         loss, m = term(policy, ref_policy, batch)

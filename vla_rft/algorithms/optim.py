@@ -4,6 +4,7 @@ RL recipes give the policy, its exploration noise and the value head different l
 (RL4VLA: 1e-4 policy, 3e-3 value head; VLA-RFT: 1e-6 policy, 1e-5 noise net). The schedule
 is a pure function of the iteration (warm-up then cosine, :func:`vla_rft.policies.training.cosine_lr`),
 so resuming needs no scheduler state.
+It follows the run's *progress* (see :func:`lr_factor`), not the iteration count alone.
 """
 
 from __future__ import annotations
@@ -54,10 +55,13 @@ def make_rl_optimizer(policy: Any, cfg: RLOptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, betas=(cfg.betas[0], cfg.betas[1]))
 
 
-def lr_factor(iteration: int, total: int, cfg: RLOptimConfig) -> float:
-    """Multiplier of every group's peak lr at ``iteration`` (0-based) of ``total``."""
+def lr_factor(progress: float, total: int, cfg: RLOptimConfig) -> float:
+    """Multiplier of every group's peak lr at ``progress`` in [0, 1] of a run of ``total``
+    iterations: the trainer's progress is the larger of the iteration and wall-clock fractions,
+    so a run stopped by its ``--minutes`` budget reaches the end of its schedule whatever the
+    machine's speed (warm-up is counted in iterations of ``total``)."""
     unit = OptimConfig(lr=1.0, warmup_steps=cfg.warmup_iters, min_lr_ratio=cfg.min_lr_ratio)
-    return cosine_lr(iteration, total, unit)
+    return cosine_lr(min(max(progress, 0.0), 1.0) * total, total, unit)
 
 
 def set_lr_factor(optimizer: torch.optim.Optimizer, factor: float) -> dict[str, float]:

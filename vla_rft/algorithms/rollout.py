@@ -1,36 +1,23 @@
-"""Chunked rollouts on gymnasium vector envs, the rollout buffer, and chunk-level GAE.
+"""Chunked rollouts from a rollout source, the rollout buffer, and chunk-level GAE.
 
 One **chunk step** is one macro-action (RL4VLA, ALGORITHMS.md §2): the policy samples a latent
-(B, L, h, A) at the chunk's first observation, the env executes its h actions open-loop, and
-the chunk's reward is the in-chunk rewards summed with discount gamma^k. An episode that ends
-inside a chunk ends the chunk for that env: its transition has ``steps`` < h env steps and
-its discount to the next chunk is gamma^steps.
+(B, L, h, A) at the chunk's first observation and the source executes its h actions open-loop
+(:mod:`vla_rft.sources`). An episode that ends inside a chunk ends the chunk for that env: the
+rest of the chunk is never executed (no filler action reaches the next episode), its
+transition has ``steps`` < h env steps, its discount to the next chunk is gamma^steps, and
+its log-probability and entropy cover the executed steps only (``executed`` masks them).
 
-Envs run in lockstep, so an env whose episode ended mid-chunk must still be stepped until the
-others finish their chunk. It then plays ``idle_action`` (a fixed, policy-independent action,
-zeros by default) in its *new* episode, so the remaining steps only shift the initial-state
-distribution and never mix one episode's chunk into the next one's transitions.
-
-Autoreset (gymnasium 1.x vector envs):
-
-- ``SAME_STEP`` (what :func:`make_chunk_vec_env` builds): the step that ends an episode
-  returns the new episode's first observation, the last one in ``info["final_obs"]``. Every env
-  starts every chunk, so the buffer is dense.
-- ``NEXT_STEP`` (gymnasium's default, e.g. ``sims.make_vec_env``): the step *after* a done is a
-  reset step whose action is ignored and whose reward/flags are not a transition. An env whose
-  episode ended on a chunk's last step must spend the next chunk's first step resetting, so that
-  chunk slot is marked invalid (``valid`` False) and excluded from GAE and losses.
-- ``DISABLED`` is refused: a lockstep chunk cannot step a finished env.
-
-Every rollout starts from seeded resets (``collect(..., seed)``): the data of an iteration is
-a function of the policy's weights and the seed alone, which is what makes resumed and
-distributed runs repeat exactly (no env state needs checkpointing).
+Every rollout starts from seeded resets (``collect(..., seeds)``): the data of an iteration is
+a function of the policy's weights and the seeds alone, which is what makes resumed and
+distributed runs repeat exactly (no env state needs checkpointing). The same collector serves
+PPO (fixed-length rollouts) and GRPO (each env's first episode, ``first_episode_only``), for
+every source: the path the tests exercise is the production path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -41,21 +28,6 @@ Obs = dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------- obs helpers
-def obs_batch(obs: Obs) -> Obs:
-    """A vector env observation as a contract batch: arrays, the instructions as a list."""
-    out: Obs = {k: np.asarray(v) for k, v in obs.items() if k != TASK_KEY}
-    out[TASK_KEY] = [str(t) for t in obs[TASK_KEY]]
-    return out
-
-
-def obs_rows(obs: Obs, idx: np.ndarray | list[int]) -> Obs:
-    """Rows ``idx`` of a contract batch."""
-    idx = np.asarray(idx)
-    out: Obs = {k: np.asarray(v)[idx] for k, v in obs.items() if k != TASK_KEY}
-    out[TASK_KEY] = [obs[TASK_KEY][int(i)] for i in idx]
-    return out
-
-
 def stack_obs(seq: list[Obs]) -> Obs:
     """T contract batches of N rows -> arrays (T, N, ...) and instructions (T, N) object array."""
     out: Obs = {k: np.stack([o[k] for o in seq]) for k in seq[0] if k != TASK_KEY}
@@ -72,29 +44,11 @@ def flat_obs(obs: Obs, idx: np.ndarray) -> Obs:
     return out
 
 
-def _final_obs_rows(info: dict[str, Any], idx: np.ndarray) -> Obs:
-    """The last observations of the episodes ``idx`` ended (SAME_STEP autoreset's final_obs).
-
-    gymnasium stores ``final_obs`` either as a per-env object array of dicts or as a dict of
-    per-key arrays, depending on the vector env; both are handled."""
-    final = info["final_obs"]
-    if isinstance(final, dict):
-        return {k: (list(np.asarray(v)[idx]) if k == TASK_KEY else np.stack([np.asarray(v)[i] for i in idx]))
-                for k, v in final.items()}
-    rows = [final[int(i)] for i in idx]
-    out: Obs = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0] if k != TASK_KEY}
-    out[TASK_KEY] = [str(r[TASK_KEY]) for r in rows]
+def cat_obs(parts: list[Obs]) -> Obs:
+    """Contract batches joined along the batch axis."""
+    out: Obs = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0] if k != TASK_KEY}
+    out[TASK_KEY] = [str(t) for p in parts for t in p[TASK_KEY]]
     return out
-
-
-def _info_flag(info: dict[str, Any], key: str, n: int, final: bool) -> np.ndarray:
-    """``info[key]`` (N,) bool; from ``final_info`` when the episode auto-reset on this step."""
-    src = info.get("final_info", {}) if final else info
-    if isinstance(src, dict) and key in src:
-        return np.asarray(src[key], dtype=bool).reshape(n)
-    if not isinstance(src, dict):  # an object array of per-env dicts
-        return np.array([bool(d.get(key, False)) if isinstance(d, dict) else False for d in src])
-    return np.zeros(n, dtype=bool)
 
 
 # ---------------------------------------------------------------------------------- policy step
@@ -103,19 +57,22 @@ class ChunkSample:
     """What one policy query returns for a batch of N chunk-start observations."""
 
     latent: torch.Tensor  # (N, L, h, A) normalized
-    log_prob: torch.Tensor  # (N,)
+    step_log_prob: torch.Tensor  # (N, h)
     value: torch.Tensor | None  # (N,), None when the policy has no value head or values are off
     chunk: np.ndarray  # (N, h, A) env units, clipped to [-1, 1]: what the env executes
 
 
 @torch.no_grad()
 def sample_chunks(policy: Any, obs: Obs, generator: torch.Generator, with_value: bool) -> ChunkSample:
-    """Sample chunks (and values) in one trunk pass; the latent is what log-probs are defined on."""
-    feats = policy.features(policy.prepare(obs))
-    latent, logp = policy.head.sample(feats.action_tokens, generator)
-    value = policy.value_net(feats.pooled).squeeze(-1) if with_value else None
+    """Sample chunks (and values) in one trunk pass. The stored per-step log-probs are computed by
+    the same ``step_log_prob`` the update uses, so the first update's ratio is exactly 1."""
+    tokens_and_pooled = policy.features(policy.prepare(obs))
+    tokens = tokens_and_pooled.action_tokens
+    latent, _ = policy.head.sample(tokens, generator)
+    step_logp = policy.head.step_log_prob(tokens, latent)
+    value = policy.value_net(tokens_and_pooled.pooled).squeeze(-1) if with_value else None
     chunk = policy.latent_to_chunk(latent).clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
-    return ChunkSample(latent, logp, value, chunk)
+    return ChunkSample(latent, step_logp, value, chunk)
 
 
 @torch.no_grad()
@@ -136,36 +93,22 @@ class ChunkRollout:
 
     obs: Obs  # key -> (T, N, ...); TASK_KEY -> (T, N) object
     latents: torch.Tensor  # (T, N, L, h, A)
-    log_probs: np.ndarray  # (T, N)
+    log_probs: np.ndarray  # (T, N, h) per-step log pi_old of the sampled latent
+    executed: np.ndarray  # (T, N, h) the steps the env executed (False after the episode ended)
+    step_rewards: np.ndarray  # (T, N, h) per-step rewards (0 where not executed)
     values: np.ndarray  # (T, N); zeros when collected without values
     rewards: np.ndarray  # (T, N) sum_k gamma^k r_k over the steps executed
     steps: np.ndarray  # (T, N) env steps executed (h, or fewer when the episode ended)
     terminated: np.ndarray  # (T, N) episode ended by termination (no bootstrap)
     done: np.ndarray  # (T, N) episode ended (termination or truncation)
     next_values: np.ndarray  # (T, N)
-    valid: np.ndarray  # (T, N) False for NEXT_STEP reset slots
+    valid: np.ndarray  # (T, N) False for slots after an env's first episode (GRPO)
     episodes: list[dict[str, Any]] = field(default_factory=list)  # finished episodes' stats
-    env_steps: int = 0  # env steps taken by the vector env (idle steps included)
+    env_steps: int = 0  # env steps executed
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.log_probs.shape  # type: ignore[return-value]
-
-    @staticmethod
-    def concat(parts: list[ChunkRollout]) -> ChunkRollout:
-        """Join rollouts of different workers along the env axis (same T)."""
-        if len(parts) == 1:
-            return parts[0]
-        obs = {k: np.concatenate([p.obs[k] for p in parts], axis=1) for k in parts[0].obs}
-
-        def cat(name: str) -> np.ndarray:
-            return np.concatenate([getattr(p, name) for p in parts], axis=1)
-
-        return ChunkRollout(
-            obs=obs, latents=torch.cat([p.latents for p in parts], dim=1), log_probs=cat("log_probs"),
-            values=cat("values"), rewards=cat("rewards"), steps=cat("steps"), terminated=cat("terminated"),
-            done=cat("done"), next_values=cat("next_values"), valid=cat("valid"),
-            episodes=[e for p in parts for e in p.episodes], env_steps=sum(p.env_steps for p in parts))
+        return self.rewards.shape  # type: ignore[return-value]
 
 
 def chunk_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, steps: np.ndarray,
@@ -192,155 +135,89 @@ def chunk_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, 
 
 
 # ---------------------------------------------------------------------------------- collector
-def autoreset_mode(env: Any) -> str:
-    """'same_step' or 'next_step' (the modes a lockstep chunk collector can use)."""
-    mode = getattr(env, "metadata", {}).get("autoreset_mode", "next_step")
-    name = str(getattr(mode, "name", mode)).lower()  # AutoresetMode.SAME_STEP -> "same_step"
-    if name not in ("same_step", "next_step"):
-        raise ValueError(f"vector env autoreset mode '{name}' cannot run lockstep chunks; use same_step "
-                         "(make_chunk_vec_env builds it) or next_step")
-    return name
-
-
-def _enable_lazy_frames(env: Any) -> bool:
-    """Switch every env of ``env`` to lazy frames; False if they do not support it."""
-    try:
-        env.call("set_lazy_frames", True)
-    except AttributeError:
-        return False
-    return True
-
-
-@dataclass
-class _EpisodeTrack:
-    """Running return/length/success of each env's current episode."""
-
-    n: int
-    ret: np.ndarray = field(init=False)
-    length: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.ret = np.zeros(self.n)
-        self.length = np.zeros(self.n, dtype=np.int64)
-
-
 class ChunkCollector:
-    """Collects :class:`ChunkRollout` s from a vector env (one per :meth:`collect` call).
+    """Collects :class:`ChunkRollout` s from a rollout source (one per :meth:`collect` call).
 
     Args:
-        env: a gymnasium vector env with SAME_STEP or NEXT_STEP autoreset.
+        source: a :class:`~vla_rft.sources.RolloutSource` (sim vector env, Ray, fake, world model).
         gamma: the per-env-step discount used inside chunks.
-        idle_action: the action played by an env waiting for the others to finish a chunk.
-        lazy_frames: where the envs support it (``sims.SimEnv.set_lazy_frames``), render
-            cameras only on the steps whose observations are read: each chunk's last step (the
-            next chunk's start), resets, and episode ends. The rollout is the same; a chunk of
-            h steps renders about 1/h of the frames.
     """
 
-    def __init__(self, env: Any, gamma: float, idle_action: np.ndarray | None = None, lazy_frames: bool = True) -> None:
-        self.env = env
+    def __init__(self, source: Any, gamma: float) -> None:
+        self.source = source
         self.gamma = float(gamma)
-        self.mode = autoreset_mode(env)
-        self.num_envs = int(env.num_envs)
-        act_dim = int(np.prod(env.single_action_space.shape))
-        self.idle_action = np.zeros(act_dim, np.float32) if idle_action is None else np.asarray(idle_action, np.float32)
-        self.lazy_frames = _enable_lazy_frames(env) if lazy_frames else False
+        self.num_envs = int(source.num_envs)
 
-    def collect(self, policy: Any, num_chunks: int, seeds: list[int], sample_seed: int,
+    def collect(self, policy: Any, num_chunks: int, seeds: Sequence[int], sample_seed: int,
                 with_values: bool = True, first_episode_only: bool = False) -> ChunkRollout:
         """Reset every env with ``seeds`` (N,) and run ``num_chunks`` chunk steps.
 
         ``first_episode_only`` (GRPO): each env contributes its first episode only; slots after
         it are invalid, and collection stops early once every env has finished one."""
         n, h = self.num_envs, int(policy.spec.chunk_size)
+        if h != int(self.source.chunk_size):
+            raise ValueError(f"the policy emits chunks of {h} actions, the source executes {self.source.chunk_size}")
         gen = torch.Generator(device=policy.device).manual_seed(int(sample_seed))
-        obs, _ = self.env.reset(seed=list(seeds))
-        obs = obs_batch(obs)
-        track = _EpisodeTrack(n)
-        needs_reset = np.zeros(n, dtype=bool)  # NEXT_STEP: the env's next step is a reset step
+        obs = self.source.reset(list(seeds))
         shape = (num_chunks, n)
+        disc = self.gamma ** np.arange(h)
         rewards, steps = np.zeros(shape), np.zeros(shape, dtype=np.int64)
         terminated, done, valid = (np.zeros(shape, dtype=bool) for _ in range(3))
-        next_values, values, logps = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        next_values, values = np.zeros(shape), np.zeros(shape)
+        logps, step_rewards = np.zeros((*shape, h)), np.zeros((*shape, h))
+        executed = np.zeros((*shape, h), dtype=bool)
         starts: list[Obs] = []
         latents: list[torch.Tensor] = []
         episodes: list[dict[str, Any]] = []
-        env_steps = 0
+        ep_ret, ep_len = np.zeros(n), np.zeros(n, dtype=np.int64)
         finished = np.zeros(n, dtype=bool)  # first_episode_only: the env has ended an episode
-        used = num_chunks
+        env_steps, used = 0, num_chunks
         for t in range(num_chunks):
             if first_episode_only and finished.all():
                 used = t
                 break
-            valid[t] = ~needs_reset & ~(finished & first_episode_only)
+            valid[t] = ~(finished & first_episode_only)
             sample = sample_chunks(policy, obs, gen, with_values)
             starts.append(obs)
             latents.append(sample.latent.cpu())
-            logps[t] = sample.log_prob.cpu().numpy()
+            logps[t] = sample.step_log_prob.cpu().numpy()
             if sample.value is not None:
                 values[t] = sample.value.cpu().numpy()
-            active = valid[t].copy()
-            truncated_final: dict[int, Obs] = {}
-            for k in range(h):
-                if self.lazy_frames and k == h - 1:
-                    self.env.call("request_frames")
-                actions = np.where(active[:, None], sample.chunk[:, k], self.idle_action[None, :])
-                raw_obs, r, term, trunc, info = self.env.step(actions)
-                env_steps += n
-                r, term, trunc = np.asarray(r, np.float64), np.asarray(term, bool), np.asarray(trunc, bool)
-                reset_step = needs_reset.copy()
-                needs_reset &= ~reset_step
-                rewards[t, active] += self.gamma ** k * r[active]
-                steps[t, active] += 1
-                track.ret[active] += r[active]
-                track.length[active] += 1
-                ended = active & (term | trunc)
-                if ended.any():
-                    self._finish(t, ended, term, trunc, info, raw_obs, track, episodes, terminated, done,
-                                 truncated_final)
-                    finished |= ended
-                active &= ~ended
-                if self.mode == "next_step":
-                    needs_reset |= (term | trunc) & ~reset_step
-                obs = obs_batch(raw_obs)
-            self._bootstrap_truncated(policy, t, truncated_final, next_values, with_values)
+            out = self.source.step(sample.chunk)
+            step_rewards[t], executed[t] = out.rewards, out.executed
+            rewards[t] = (out.rewards * out.executed * disc).sum(axis=1)
+            steps[t] = out.executed.sum(axis=1)
+            env_steps += int(steps[t].sum())
+            ep_ret += out.rewards.sum(axis=1)
+            ep_len += steps[t]
+            ended = out.done
+            terminated[t], done[t] = out.terminated, ended
+            for i in np.flatnonzero(ended & valid[t]):
+                episodes.append({"env": int(i), "chunk": t, "return": float(ep_ret[i]), "length": int(ep_len[i]),
+                                 "success": bool(out.success[i])})
+            ep_ret[ended], ep_len[ended] = 0.0, 0
+            finished |= ended
+            truncated = [i for i in np.flatnonzero(out.truncated & ~out.terminated)]
+            if truncated and with_values:  # bootstrap from the truncated episodes' last observations
+                next_values[t, truncated] = values_of(policy, cat_obs([out.final_obs[int(i)] for i in truncated]))
+            obs = out.obs
         last_values = values_of(policy, obs) if with_values else np.zeros(n)
         for t in range(used):  # a transition that did not end leads to the next chunk's start
             following = values[t + 1] if t + 1 < used else last_values
             next_values[t] = np.where(done[t], next_values[t], following)
         cut = slice(0, used)
         return ChunkRollout(obs=stack_obs(starts), latents=torch.stack(latents), log_probs=logps[cut],
-                            values=values[cut], rewards=rewards[cut], steps=steps[cut], terminated=terminated[cut],
-                            done=done[cut], next_values=next_values[cut], valid=valid[cut], episodes=episodes,
-                            env_steps=env_steps)
+                            executed=executed[cut], step_rewards=step_rewards[cut], values=values[cut],
+                            rewards=rewards[cut], steps=steps[cut], terminated=terminated[cut], done=done[cut],
+                            next_values=next_values[cut], valid=valid[cut], episodes=episodes, env_steps=env_steps)
 
-    def _finish(self, t: int, ended: np.ndarray, term: np.ndarray, trunc: np.ndarray, info: dict[str, Any],
-                raw_obs: Obs, track: _EpisodeTrack, episodes: list[dict[str, Any]], terminated: np.ndarray,
-                done: np.ndarray, truncated_final: dict[int, Obs]) -> None:
-        """Close the transitions and episodes of the envs in ``ended``."""
-        n = self.num_envs
-        same = self.mode == "same_step"
-        success = _info_flag(info, "is_success", n, final=same)
-        idx = np.flatnonzero(ended)
-        terminated[t, idx] = term[idx]
-        done[t, idx] = True
-        last_obs = _final_obs_rows(info, idx) if same else obs_rows(obs_batch(raw_obs), idx)
-        for j, i in enumerate(idx):
-            episodes.append({"env": int(i), "chunk": t, "return": float(track.ret[i]),
-                             "length": int(track.length[i]), "success": bool(success[i])})
-            if trunc[i] and not term[i]:
-                truncated_final[int(i)] = obs_rows(last_obs, [j])
-        track.ret[idx] = 0.0
-        track.length[idx] = 0
 
-    @staticmethod
-    def _bootstrap_truncated(policy: Any, t: int, finals: dict[int, Obs], next_values: np.ndarray,
-                             with_values: bool) -> None:
-        """V of the last observation of each episode truncated in chunk ``t`` (one batch)."""
-        if not finals or not with_values:
-            return
-        envs = sorted(finals)
-        batch = {k: np.concatenate([finals[i][k] for i in envs]) for k in finals[envs[0]] if k != TASK_KEY}
-        batch[TASK_KEY] = [finals[i][TASK_KEY][0] for i in envs]
-        next_values[t, envs] = values_of(policy, batch)
-
+def first_episode_success(rollout: ChunkRollout) -> np.ndarray:
+    """(N,) 1.0 where the env's first episode succeeded (0 if it never ended)."""
+    reward = np.zeros(rollout.shape[1])
+    seen = np.zeros(rollout.shape[1], dtype=bool)
+    for ep in rollout.episodes:
+        if not seen[ep["env"]]:
+            reward[ep["env"]] = float(ep["success"])
+            seen[ep["env"]] = True
+    return reward

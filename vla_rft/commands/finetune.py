@@ -67,17 +67,17 @@ class FinetuneConfig:
     eval_every: int = 10
     """Evaluate every this many iterations, and after the last (0 disables periodic evaluation)."""
     eval_episodes: int = 20
-    """Episodes per task and evaluation."""
+    """Episodes per task and evaluation (0: no evaluation, e.g. for a source that is not a sims task)."""
     eval_seed: int = 100000
     """Evaluation episode i uses seed eval_seed + i (kept apart from training seeds)."""
     eval_num_envs: int = 8
     """Evaluation episodes run side by side."""
     retain_tasks: list[str] = field(default_factory=list)
     """Other tasks evaluated alongside the target (success kept on pretraining tasks)."""
-    runtime: str = "local"
-    """Where rollouts run, local (this process) or ray (rollout workers as Ray actors)."""
+    source: str = "sim"
+    """Rollout source: sim (MuJoCo vector env in this process, see --vector), ray (the envs split over Ray actors), fake (a numpy toy task, tests) or any registered name (vla_rft.sources.register_source)."""
     ray_workers: int = 2
-    """Ray rollout actors (runtime ray); the envs are split between them."""
+    """Ray actors (source ray); the envs are split between them."""
     seed: int = 0
     """Seeds env resets, chunk sampling and minibatch shuffling."""
     save_every: int = 10
@@ -106,12 +106,11 @@ def _check(cfg: FinetuneConfig) -> None:
         raise UserInputError("--policy is required: a policy checkpoint directory (from vla-rft pretrain)")
     if not cfg.task:
         raise UserInputError("--task is required (see vla-rft tasks)")
-    if cfg.runtime not in ("local", "ray"):
-        raise UserInputError(f"--runtime must be local or ray, got '{cfg.runtime}'")
-    for name in ("iterations", "num_envs", "rollout_len", "eval_episodes", "eval_num_envs", "num_threads",
-                 "save_every", "ray_workers"):
+    for name in ("iterations", "num_envs", "rollout_len", "eval_num_envs", "num_threads", "save_every", "ray_workers"):
         if getattr(cfg, name) < 1:
             raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.eval_episodes < 0:
+        raise UserInputError(f"--eval_episodes must be >= 0, got {cfg.eval_episodes}")
     if cfg.minutes is not None and not cfg.minutes > 0:
         raise UserInputError(f"--minutes must be > 0, got {cfg.minutes}")
     if cfg.stop_at is not None and cfg.stop_at < 1:
@@ -122,23 +121,27 @@ def _num_envs(cfg: FinetuneConfig) -> int:
     return cfg.grpo.groups * cfg.grpo.group_size if cfg.algo == "grpo" else cfg.num_envs
 
 
-def _env_spec(cfg: FinetuneConfig, policy: Any) -> Any:
-    from vla_rft.runtime import EnvSpec
+def source_spec(cfg: FinetuneConfig, policy: Any) -> Any:
+    """The rollout source's spec: the task's envs rendering what the policy reads."""
+    from vla_rft.sources import SourceSpec
 
     spec = policy.spec
     kwargs: dict[str, Any] = {"obs_mode": "rgb", "cameras": list(spec.cameras), "image_size": int(spec.image_size[0]),
                               "reward_type": "sparse" if cfg.algo == "grpo" else cfg.reward_type,
                               "perturbation": cfg.perturbation}
+    if cfg.algo == "ppo" and cfg.reward_type == "potential":
+        kwargs["potential_gamma"] = cfg.ppo.gamma  # gamma * phi(s') - phi(s): the shaping PPO's discount leaves optimal policies unchanged
     if cfg.time_limit is not None:
         kwargs["max_episode_steps"] = cfg.time_limit
-    return EnvSpec(str(cfg.task), _num_envs(cfg), cfg.vector, kwargs)
+    return SourceSpec(str(cfg.task), _num_envs(cfg), int(spec.chunk_size), cfg.vector, kwargs, cfg.ray_workers)
 
 
 def _max_chunks(cfg: FinetuneConfig, policy: Any) -> int:
     """GRPO rollout cap: enough chunks to cover the task's time limit."""
     import sims
 
-    limit = cfg.time_limit or next(t.max_episode_steps for t in sims.list_tasks() if t.name == cfg.task)
+    tasks = {t.name: t.max_episode_steps for t in sims.list_tasks()}
+    limit = cfg.time_limit or tasks.get(str(cfg.task), 0)
     return max(cfg.grpo.max_chunks, math.ceil(limit / policy.spec.chunk_size))
 
 
@@ -162,43 +165,21 @@ def _load_policies(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> tuple[An
     return policy.eval(), reference.eval(), ckpt
 
 
-def _learner(cfg: FinetuneConfig, policy: Any, reference: Any, terms: list[Any] | None) -> Any:
+def build_online(cfg: FinetuneConfig, policy: Any, reference: Any, terms: list[Any] | None = None) -> Any:
+    """The trainer's algorithm: the PPO or GRPO learner on the config's rollout source."""
     from vla_rft.algorithms.grpo import GRPO
     from vla_rft.algorithms.losses import build_terms
+    from vla_rft.algorithms.online import OnlineRL
     from vla_rft.algorithms.ppo import PPO
+    from vla_rft.sources import make_source
 
     all_terms = build_terms(cfg.regularizers) + list(terms or [])
     cls, algo_cfg = (PPO, cfg.ppo) if cfg.algo == "ppo" else (GRPO, cfg.grpo)
-    return cls(policy, reference, algo_cfg, cfg.optim, cfg.iterations, all_terms)
-
-
-# ------------------------------------------------------------------------------ checkpoints
-def _save(path: Path, learner: Any, np_rng: Any, counters: dict[str, int], extra: dict[str, Any]) -> None:
-    import torch
-
-    from vla_rft.algorithms.losses import NonFiniteLossError
-    from vla_rft.policies.training import optimizer_to_checkpoint
-    from vla_rft.seeding import get_rng_state
-
-    bad = [n for n, p in learner.policy.named_parameters() if not bool(torch.isfinite(p).all())]
-    if bad:
-        raise NonFiniteLossError(f"parameter '{bad[0]}' became non-finite by iteration {counters['iteration']}; "
-                                 f"stopped without writing {path.name}")
-    opt_tensors, opt_meta = optimizer_to_checkpoint(learner.optimizer)
-    learner.policy.save(path, step=counters["iteration"], counters=counters, optimizer=opt_tensors,
-                        rng=get_rng_state(np_rng), extra={"optimizer": opt_meta, "trainer": "finetune", **extra})
-
-
-def _restore(learner: Any, ckpt: Any, np_rng: Any) -> tuple[dict[str, int], dict[str, Any]]:
-    from vla_rft.checkpoint import CheckpointError
-    from vla_rft.policies.training import optimizer_from_checkpoint
-    from vla_rft.seeding import set_rng_state
-
-    if ckpt.rng is None or not ckpt.extra or ckpt.extra.get("trainer") != "finetune":
-        raise CheckpointError("checkpoints/last is not a resumable finetune checkpoint")
-    optimizer_from_checkpoint(learner.optimizer, ckpt.optimizer, ckpt.extra["optimizer"])
-    set_rng_state(ckpt.rng, np_rng)
-    return dict(ckpt.counters), dict(ckpt.extra)
+    learner = cls(policy, reference, algo_cfg, cfg.optim, cfg.iterations, all_terms)
+    if cfg.algo == "grpo":
+        cfg.grpo.max_chunks = _max_chunks(cfg, policy)
+    source = make_source(cfg.source, source_spec(cfg, policy))
+    return OnlineRL(learner, source, cfg.rollout_len if cfg.algo == "ppo" else cfg.grpo.max_chunks, cfg.seed)
 
 
 def _resumed_config(cfg: FinetuneConfig) -> FinetuneConfig:
@@ -235,32 +216,17 @@ def _evaluate(cfg: FinetuneConfig, policy: Any) -> dict[str, Any]:
     return out
 
 
-def _rollout_metrics(data: Any, algo: str, seconds: float) -> dict[str, float]:
-    import numpy as np
-
-    ro = data.rollout if algo == "grpo" else data
-    eps = ro.episodes
-    out = {"rollout/episodes": float(len(eps)), "rollout/env_steps_per_s": ro.env_steps / max(seconds, 1e-9)}
-    if eps:
-        out["rollout/success_rate"] = float(np.mean([e["success"] for e in eps]))
-        out["rollout/return"] = float(np.mean([e["return"] for e in eps]))
-        out["rollout/length"] = float(np.mean([e["length"] for e in eps]))
-    return out
-
-
 # ------------------------------------------------------------------------------ training
 def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[str, Any]:
-    """Run (or resume) fine-tuning; returns the summary written to summary.json.
+    """Run (or resume) fine-tuning on the shared trainer; returns the summary written to summary.json.
 
     ``extra_terms`` are loss terms added to those the config asks for (Python API: a new
     forgetting-mitigation method or a test's fault injection)."""
     import torch
-    from tqdm import tqdm
 
     from vla_rft.run import open_run
-    from vla_rft.runtime import make_runtime
-    from vla_rft.runtime.local import RolloutPlan
     from vla_rft.seeding import seed_everything
+    from vla_rft.trainer import Trainer, TrainerConfig
 
     _check(cfg)
     torch.set_num_threads(cfg.num_threads)
@@ -269,69 +235,25 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
         cfg.logging.name = f"finetune-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     run = open_run("finetune", cfg, cfg.logging, resume=cfg.resume is not None)
     policy, reference, ckpt = _load_policies(cfg, run.path, cfg.resume is not None)
-    learner = _learner(cfg, policy, reference, extra_terms)
-    counters, extra = ({"iteration": 0, "env_steps": 0}, {"best_success": -1.0})
-    if ckpt is not None:
-        counters, extra = _restore(learner, ckpt, np_rng)
-    prior_s = float(extra.get("wall_seconds", 0.0))  # training time of the run before this resume
-    plan = RolloutPlan(num_chunks=cfg.rollout_len if cfg.algo == "ppo" else _max_chunks(cfg, policy),
-                       seed=cfg.seed, groups=cfg.grpo.groups if cfg.algo == "grpo" else 0,
-                       group_size=cfg.grpo.group_size if cfg.algo == "grpo" else 0)
-    runtime = make_runtime(cfg.runtime, _env_spec(cfg, policy), policy, cfg.ppo.gamma, plan, cfg.ray_workers)
-    start = counters["iteration"]
-    end = min(cfg.iterations, cfg.stop_at) if cfg.stop_at is not None else cfg.iterations
-    last_eval: dict[str, Any] = {}
+    algo = build_online(cfg, policy, reference, extra_terms)
+    evaluate = (lambda p: _evaluate(cfg, p)) if cfg.eval_episodes > 0 else None
+    tcfg = TrainerConfig(iterations=cfg.iterations, minutes=cfg.minutes, eval_every=cfg.eval_every,
+                         save_every=cfg.save_every, stop_at=cfg.stop_at)
+    trainer = Trainer("finetune", algo, tcfg, run, np_rng, evaluate, desc=f"finetune {cfg.algo}")
     start_eval: dict[str, Any] = {}
-    if start == 0 and cfg.eval_every:  # the starting policy, same seeds: the gain is read from one run
-        start_eval = _evaluate(cfg, policy)
-        run.log(0, {**start_eval, "env_steps": 0})
-    t_start = time.perf_counter()
-    budget_s = cfg.minutes * 60.0 if cfg.minutes is not None else math.inf
-    elapsed = lambda: prior_s + time.perf_counter() - t_start
-    done_early = False
-    bar = tqdm(total=end, initial=start, desc=f"finetune {cfg.algo}", file=sys.stderr, disable=None, dynamic_ncols=True)
     try:
-        for it in range(start, end):
-            t0 = time.perf_counter()
-            data = runtime.collect_chunks(policy, it) if cfg.algo == "ppo" else runtime.collect_groups(policy, it)
-            collect_s = time.perf_counter() - t0
-            metrics = {f"train/{k}": v for k, v in learner.update(data, it, np_rng).items()}
-            metrics.update(_rollout_metrics(data, cfg.algo, collect_s))
-            done_early = elapsed() >= budget_s
-            counters = {"iteration": it + 1, "env_steps": counters["env_steps"] +
-                        (data.rollout if cfg.algo == "grpo" else data).env_steps}
-            metrics["env_steps"] = counters["env_steps"]
-            metrics["iteration_seconds"] = time.perf_counter() - t0
-            metrics["wall_seconds"] = elapsed()
-            final = it + 1 == cfg.iterations or done_early
-            if (cfg.eval_every and (it + 1) % cfg.eval_every == 0) or final:
-                last_eval = _evaluate(cfg, policy)
-                metrics.update(last_eval)
-                if last_eval["eval/success_rate"] > extra["best_success"]:
-                    extra["best_success"] = last_eval["eval/success_rate"]
-                    _save(run.checkpoints / "best", learner, np_rng, counters, extra)
-            run.log(it + 1, metrics)
-            bar.update(1)
-            bar.set_postfix(succ=f"{metrics.get('rollout/success_rate', float('nan')):.2f}",
-                            kl0=f"{metrics['train/kl_to_start']:.3f}")
-            if (it + 1) % cfg.save_every == 0 or it + 1 == end or done_early:
-                extra["wall_seconds"] = round(elapsed(), 3)
-                _save(run.checkpoints / "last", learner, np_rng, counters, extra)
-            if done_early:
-                break
+        if ckpt is not None:
+            trainer.restore(ckpt)
+        elif evaluate is not None and cfg.eval_every:  # the starting policy, same seeds: the gain is read from one run
+            start_eval = evaluate(policy)
+            run.log(0, {**start_eval, "env_steps": 0})
+        result = trainer.fit()
     finally:
-        bar.close()
-        runtime.close()
+        algo.close()
         run.finish()
     summary = {"run_dir": str(run.path), "checkpoint": str(run.checkpoints / "last"),
-               "best_checkpoint": str(run.checkpoints / "best") if extra["best_success"] >= 0 else None,
-               "algo": cfg.algo, "task": cfg.task, "iteration": counters["iteration"],
-               "finished": counters["iteration"] >= cfg.iterations or done_early,
-               "stopped_by": "minutes" if done_early else "iterations",
-               "env_steps": counters["env_steps"],
-               "best_success": extra["best_success"] if extra["best_success"] >= 0 else None,
-               "train_seconds": round(time.perf_counter() - t_start, 2), "wall_seconds": round(elapsed(), 2),
-               **last_eval,
+               "best_checkpoint": str(run.checkpoints / "best") if result["best_success"] is not None else None,
+               "algo": cfg.algo, "task": cfg.task, "source": cfg.source, **result,
                **{f"start/{k}": v for k, v in start_eval.items()}}
     run.write_summary(summary)
     return summary

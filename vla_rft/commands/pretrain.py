@@ -11,7 +11,6 @@ that also holds the optimizer and RNG states, so ``--resume RUN_DIR`` continues 
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,28 +125,6 @@ def build_policy(cfg: PretrainConfig, table: Any) -> Any:
     return make_policy(policy_type, model_cfg, normalizer)
 
 
-# ------------------------------------------------------------------------------ checkpoints
-def save_training_checkpoint(path: Path, policy: Any, optimizer: Any, step: int, np_rng: np.random.Generator) -> None:
-    from vla_rft.policies.training import optimizer_to_checkpoint
-    from vla_rft.seeding import get_rng_state
-
-    opt_tensors, opt_meta = optimizer_to_checkpoint(optimizer)
-    policy.save(path, step=step, optimizer=opt_tensors, rng=get_rng_state(np_rng),
-                extra={"optimizer": opt_meta, "trainer": "pretrain"})
-
-
-def restore_training_checkpoint(path: Path, device: str) -> tuple[Any, Any, int]:
-    """(policy in train mode, the checkpoint with optimizer/RNG state, step) of a pretrain checkpoint."""
-    from vla_rft.checkpoint import CheckpointError, load_checkpoint
-    from vla_rft.policies import policy_from_checkpoint
-
-    ckpt = load_checkpoint(path, kind="policy", device=device)
-    if ckpt.rng is None or not ckpt.extra or "optimizer" not in ckpt.extra:
-        raise CheckpointError(f"checkpoint '{path}' has no optimizer/RNG state: it cannot be resumed")
-    policy = policy_from_checkpoint(ckpt, f"checkpoint '{path}'").to(device).train()
-    return policy, ckpt, int(ckpt.step)
-
-
 def _resumed_config(cfg: PretrainConfig) -> PretrainConfig:
     """The stored config of the run in ``cfg.resume``; only ``stop_at`` and ``json`` come
     from the command line (anything else would change what the resumed run computes)."""
@@ -167,14 +144,16 @@ def _resumed_config(cfg: PretrainConfig) -> PretrainConfig:
 
 # ------------------------------------------------------------------------------ training
 def train(cfg: PretrainConfig) -> dict[str, Any]:
-    """Run (or resume) behaviour cloning; returns the summary written to summary.json."""
+    """Run (or resume) behaviour cloning on the shared trainer; returns the summary written to summary.json."""
     import torch
-    from tqdm import tqdm
 
+    from vla_rft.algorithms.bc import BC
+    from vla_rft.checkpoint import load_checkpoint
     from vla_rft.data.chunks import ChunkWindows
-    from vla_rft.policies.training import cosine_lr, make_adamw, optimizer_from_checkpoint, set_lr
+    from vla_rft.policies import policy_from_checkpoint
     from vla_rft.run import open_run
-    from vla_rft.seeding import seed_everything, set_rng_state
+    from vla_rft.seeding import seed_everything
+    from vla_rft.trainer import Trainer, TrainerConfig
 
     _check(cfg)
     torch.set_num_threads(cfg.num_threads)
@@ -184,60 +163,33 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     if cfg.logging.name is None:
         cfg.logging.name = f"pretrain-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     run = open_run("pretrain", cfg, cfg.logging, resume=cfg.resume is not None)
+    ckpt = None
     if cfg.resume is not None:
-        policy, ckpt, start = restore_training_checkpoint(run.checkpoints / "last", cfg.device)
-        optimizer = make_adamw(list(policy.parameters()), cfg.optim)
-        optimizer_from_checkpoint(optimizer, ckpt.optimizer, ckpt.extra["optimizer"])
-        set_rng_state(ckpt.rng, np_rng)
+        ckpt = load_checkpoint(run.checkpoints / "last", kind="policy", device=cfg.device)
+        policy = policy_from_checkpoint(ckpt, f"checkpoint '{run.checkpoints / 'last'}'").to(cfg.device).train()
     else:
         policy = build_policy(cfg, table).to(cfg.device).train()
-        optimizer = make_adamw(list(policy.parameters()), cfg.optim)
-        start = 0
-    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at is not None else cfg.steps
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    bar = tqdm(total=end, initial=start, desc="pretrain", file=sys.stderr, disable=None, dynamic_ncols=True)
-    for step in range(start, end):
-        lr = cosine_lr(step, cfg.steps, cfg.optim)
-        set_lr(optimizer, lr)
-        loss, metrics = policy.bc_loss(windows.sample(cfg.batch_size, np_rng))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = _clip(policy, cfg.optim.grad_clip)
-        optimizer.step()
-        losses.append(metrics["loss"])
-        done = step + 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-        if done % cfg.log_every == 0 or done == end:
-            run.log(done, {**{f"train/{k}": v for k, v in metrics.items()}, "train/lr": lr,
-                           "train/grad_norm": grad_norm,
-                           "train/steps_per_s": (done - start) / (time.perf_counter() - t0)})
-        if cfg.save_every and done % cfg.save_every == 0 and done != end:
-            save_training_checkpoint(run.checkpoints / f"step_{done:07d}", policy, optimizer, done, np_rng)
-            save_training_checkpoint(run.checkpoints / "last", policy, optimizer, done, np_rng)
-    bar.close()
-    save_training_checkpoint(run.checkpoints / "last", policy, optimizer, end, np_rng)
+    algo = BC(policy, windows, cfg.optim, cfg.steps, cfg.batch_size, np_rng)
+    tcfg = TrainerConfig(iterations=cfg.steps, save_every=cfg.save_every or cfg.steps, keep_every=cfg.save_every,
+                         log_every=cfg.log_every, stop_at=cfg.stop_at)
+    trainer = Trainer("pretrain", algo, tcfg, run, np_rng, desc="pretrain")
+    if ckpt is not None:
+        trainer.restore(ckpt)
+    try:
+        result = trainer.fit()
+    finally:
+        run.finish()
+    losses = algo.losses
     summary = {
-        "run_dir": str(run.path), "checkpoint": str(run.checkpoints / "last"), "step": end,
-        "finished": end >= cfg.steps, "params": policy.num_parameters(), "frames": len(table),
+        "run_dir": str(run.path), "checkpoint": str(run.checkpoints / "last"), "step": result["iteration"],
+        "finished": result["finished"], "params": policy.num_parameters(), "frames": len(table),
         "episodes": len(np.unique(table.arrays["episode_index"])), "tasks": table.tasks,
         "loss_first": float(np.mean(losses[:20])) if losses else None,
         "loss_last": float(np.mean(losses[-20:])) if losses else None,
-        "train_seconds": round(time.perf_counter() - t0, 2),
+        "train_seconds": result["train_seconds"],
     }
     run.write_summary(summary)
-    run.finish()
     return summary
-
-
-def _clip(policy: Any, max_norm: float) -> float:
-    import torch
-
-    params = [p for p in policy.parameters() if p.grad is not None]
-    if max_norm > 0:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
 
 
 def _check(cfg: PretrainConfig) -> None:

@@ -96,10 +96,11 @@ class TrunkFeatures(NamedTuple):
 
 
 class Evaluation(NamedTuple):
-    """One trunk pass for a PPO update: log-prob, entropy and value of given latents."""
+    """One trunk pass for a policy-gradient update: per-step log-prob and entropy of given
+    latents (sum over the steps for the chunk's), and the value."""
 
-    log_prob: torch.Tensor  # (B,)
-    entropy: torch.Tensor  # (B,)
+    step_log_prob: torch.Tensor  # (B, h)
+    step_entropy: torch.Tensor  # (B, h)
     value: torch.Tensor | None  # (B,), None without a value head
 
 
@@ -283,7 +284,8 @@ class Policy(nn.Module, ABC):
         feats = self.features(inp)
         latent = self._latent(chunk, inp.batch_size)
         value = self._value_of(feats.pooled) if self.value_net is not None else None
-        return Evaluation(self.head.log_prob(feats.action_tokens, latent), self.head.entropy(feats.action_tokens), value)
+        return Evaluation(self.head.step_log_prob(feats.action_tokens, latent), self.head.step_entropy(feats.action_tokens),
+                          value)
 
     def bc_loss(self, batch: Obs, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Masked imitation loss on a :class:`~vla_rft.data.chunks.ChunkWindows` batch

@@ -56,12 +56,21 @@ class ActionHead(nn.Module, ABC):
         """(latent (B, L, h, A), log_prob (B,))."""
 
     @abstractmethod
+    def step_log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """log pi of each chunk step (B, h): the densities of step j's A dims (and, for a latent
+        chain, of every link that draws them) summed; a chunk's log pi is the sum over steps."""
+
     def log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         """log pi(latent) (B,), summed over every random dimension of the latent."""
+        return self.step_log_prob(tokens, latent).sum(dim=-1)
 
     @abstractmethod
+    def step_entropy(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Entropy (B, h) of each step's Gaussians (summed over A, and over the chain's links)."""
+
     def entropy(self, tokens: torch.Tensor) -> torch.Tensor:
         """Entropy (B,) of the per-step Gaussians that :meth:`log_prob` sums."""
+        return self.step_entropy(tokens).sum(dim=-1)
 
     @abstractmethod
     def bc_loss(self, tokens: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
@@ -108,12 +117,12 @@ class GaussianChunkHead(ActionHead):
         logp = gaussian_log_density(chunk, mean, log_std).sum(dim=(-2, -1))
         return chunk[:, None], logp
 
-    def log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        return gaussian_log_density(latent[:, -1], self.mean(tokens), self._log_std()).sum(dim=(-2, -1))
+    def step_log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return gaussian_log_density(latent[:, -1], self.mean(tokens), self._log_std()).sum(dim=-1)
 
-    def entropy(self, tokens: torch.Tensor) -> torch.Tensor:
+    def step_entropy(self, tokens: torch.Tensor) -> torch.Tensor:
         per_dim = 0.5 + _HALF_LOG_2PI + self._log_std()  # (h, A)
-        return per_dim.sum().expand(tokens.shape[0])
+        return per_dim.sum(dim=-1).expand(tokens.shape[0], -1)
 
     def bc_loss(self, tokens, target, mask, generator=None):
         """'l1': L1 on the mean (OpenVLA-OFT) plus the NLL of a detached mean, so the std
@@ -191,7 +200,7 @@ class FlowMatchingHead(ActionHead):
         x0 = torch.randn(shape, generator=generator, dtype=tokens.dtype, device=tokens.device)
         return self._integrate(tokens, x0, noisy=True, generator=generator)
 
-    def log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    def step_log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         b, k = latent.shape[0], self.steps
         if latent.shape[1] != k + 1:
             raise ValueError(f"flow latent must hold the {k + 1} Euler states, got shape {tuple(latent.shape)}")
@@ -202,11 +211,11 @@ class FlowMatchingHead(ActionHead):
         mean = x + self.velocity(cond, x, t) / k
         nxt = latent[:, 1:].reshape_as(mean)
         dens = gaussian_log_density(nxt, mean, self._log_noise())  # (B*K, h, A)
-        return dens.reshape(b, -1).sum(dim=1)
+        return dens.reshape(b, k, self.chunk_size, self.action_dim).sum(dim=(1, 3))
 
-    def entropy(self, tokens: torch.Tensor) -> torch.Tensor:
-        per_dim = 0.5 + _HALF_LOG_2PI + self._log_noise()
-        return (self.steps * per_dim.sum()).expand(tokens.shape[0])
+    def step_entropy(self, tokens: torch.Tensor) -> torch.Tensor:
+        per_dim = 0.5 + _HALF_LOG_2PI + self._log_noise()  # (h, A)
+        return (self.steps * per_dim.sum(dim=-1)).expand(tokens.shape[0], -1)
 
     def bc_loss(self, tokens, target, mask, generator=None):
         """Conditional flow matching: regress v(x_t, t) onto a - eps at a random t."""

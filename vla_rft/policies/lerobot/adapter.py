@@ -262,17 +262,18 @@ class ExplorationHead(GaussianChunkHead):
         log_std = self._log_std()
         eps = torch.randn(tokens.shape, generator=generator, dtype=tokens.dtype, device=tokens.device)
         chunk = tokens + eps * torch.exp(log_std) * self.active  # (B, h, A)
-        return chunk[:, None], self._density(chunk, tokens, log_std)
+        return chunk[:, None], self._density(chunk, tokens, log_std).sum(dim=-1)
 
-    def log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    def step_log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         return self._density(latent[:, -1], tokens, self._log_std())
 
     def _density(self, chunk: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-        return (gaussian_log_density(chunk, mean, log_std) * self.active).sum(dim=(-2, -1))
+        """Per-step log-density (B, h) over the active dims."""
+        return (gaussian_log_density(chunk, mean, log_std) * self.active).sum(dim=-1)
 
-    def entropy(self, tokens: torch.Tensor) -> torch.Tensor:
+    def step_entropy(self, tokens: torch.Tensor) -> torch.Tensor:
         per_dim = (0.5 + 0.5 * math.log(2 * math.pi) + self._log_std()) * self.active  # (h, A)
-        return per_dim.sum().expand(tokens.shape[0])
+        return per_dim.sum(dim=-1).expand(tokens.shape[0], -1)
 
 
 @contextmanager

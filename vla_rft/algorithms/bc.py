@@ -1,0 +1,79 @@
+"""Behaviour cloning as a trainer algorithm (``vla-rft pretrain``; supervised fine-tuning).
+
+Each iteration samples chunk windows uniformly over every frame of every dataset (padded steps
+past an episode's end are masked out of the loss), takes one AdamW step on the policy's
+imitation loss plus any extra loss terms (:mod:`vla_rft.algorithms.losses`: L2-to-init, KL to a
+reference policy, ...), with the learning rate on a warm-up + cosine schedule that follows the
+trainer's progress.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla_rft.algorithms.losses import LossTerm, apply_terms
+from vla_rft.policies.training import OptimConfig, cosine_lr, make_adamw, set_lr
+
+
+class BatchView:
+    """A BC batch as loss terms read it (``obs``: the windows' observations, a contract batch)."""
+
+    def __init__(self, batch: dict[str, Any]) -> None:
+        self.obs = batch
+
+
+class BC:
+    """Behaviour cloning on :class:`~vla_rft.data.chunks.ChunkWindows`.
+
+    Args:
+        policy: the policy being trained (in train mode: augmentation applies).
+        windows: the chunk windows to sample from.
+        optim: AdamW and the learning-rate schedule.
+        total_steps: steps the schedule spans.
+        batch_size: windows per step.
+        rng: the trainer's numpy Generator (window sampling).
+        terms: extra loss terms; ``ref_policy`` is what they compare against.
+    """
+
+    def __init__(self, policy: Any, windows: Any, optim: OptimConfig, total_steps: int, batch_size: int,
+                 rng: np.random.Generator, terms: list[LossTerm] | None = None, ref_policy: Any = None) -> None:
+        self.policy, self.windows, self.optim_cfg = policy, windows, optim
+        self.total_steps, self.batch_size, self.rng = total_steps, batch_size, rng
+        self.terms, self.ref_policy = list(terms or []), ref_policy
+        self.optimizer = make_adamw(list(policy.parameters()), optim)
+        self.losses: list[float] = []  # every step's loss in this process (the summary's first/last means)
+
+    def collect(self, iteration: int) -> dict[str, Any]:
+        return self.windows.sample(self.batch_size, self.rng)
+
+    def update(self, batch: dict[str, Any], iteration: int, progress: float, rng: np.random.Generator
+               ) -> dict[str, float]:
+        lr = cosine_lr(progress * self.total_steps, self.total_steps, self.optim_cfg)
+        set_lr(self.optimizer, lr)
+        loss, metrics = self.policy.bc_loss(batch)
+        if self.terms:
+            extra, extra_metrics = apply_terms(self.terms, self.policy, self.ref_policy, BatchView(batch))
+            loss = loss + extra
+            metrics = {**metrics, **extra_metrics}
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.policy.parameters() if p.grad is not None]
+        if self.optim_cfg.grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.grad_clip))
+        else:
+            grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+        self.optimizer.step()
+        self.losses.append(float(metrics["loss"]))
+        return {**metrics, "lr": lr, "grad_norm": grad_norm}
+
+    def env_steps(self, batch: Any) -> int:
+        return 0
+
+    def batch_metrics(self, batch: Any, seconds: float) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,68 @@
+"""Online RL as a trainer algorithm: a PPO or GRPO learner collecting from a rollout source.
+
+:class:`OnlineRL` is what :class:`vla_rft.trainer.Trainer` runs for ``vla-rft finetune``: each
+iteration resets the source's envs with seeds that are a function of the run's seed and the
+iteration only (so resumed and distributed runs repeat exactly, and runs with different seeds
+see disjoint initial states), collects chunked rollouts with seeded sampling, and hands them to
+the learner. PPO collects ``num_chunks`` chunk steps per env; GRPO collects each env's first
+episode, groups of ``group_size`` envs sharing one initial state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vla_rft.algorithms.grpo import GRPO, group_seeds
+from vla_rft.algorithms.rollout import ChunkCollector, ChunkRollout
+
+
+def iteration_seeds(base_seed: int, iteration: int, num_envs: int) -> list[int]:
+    """PPO's reset seeds at ``iteration``: disjoint across iterations and across run seeds."""
+    return [base_seed * 1_000_003 + iteration * num_envs + i for i in range(num_envs)]
+
+
+def sample_seed(base_seed: int, iteration: int) -> int:
+    """The chunk-sampling seed at ``iteration``."""
+    return (base_seed * 7_919 + iteration) * 1_009
+
+
+class OnlineRL:
+    """A clipped policy-gradient learner (:class:`~vla_rft.algorithms.ppo.PPO` or
+    :class:`~vla_rft.algorithms.grpo.GRPO`) plus the rollout source it collects from."""
+
+    def __init__(self, learner: Any, source: Any, num_chunks: int, seed: int) -> None:
+        self.learner, self.source, self.num_chunks, self.seed = learner, source, num_chunks, seed
+        self.groups = isinstance(learner, GRPO)
+        self.collector = ChunkCollector(source, 1.0 if self.groups else learner.cfg.gamma)
+        self.policy, self.optimizer, self.terms = learner.policy, learner.optimizer, learner.terms
+
+    def collect(self, iteration: int) -> ChunkRollout:
+        n = self.source.num_envs
+        if self.groups:
+            cfg = self.learner.cfg
+            seeds = group_seeds(self.seed, iteration, n // cfg.group_size, cfg.group_size)
+            return self.collector.collect(self.policy, self.num_chunks, seeds, sample_seed(self.seed, iteration),
+                                          with_values=False, first_episode_only=True)
+        return self.collector.collect(self.policy, self.num_chunks, iteration_seeds(self.seed, iteration, n),
+                                      sample_seed(self.seed, iteration))
+
+    def update(self, rollout: ChunkRollout, iteration: int, progress: float, rng: np.random.Generator
+               ) -> dict[str, float]:
+        return self.learner.update(rollout, iteration, progress, rng)
+
+    def env_steps(self, rollout: ChunkRollout) -> int:
+        return rollout.env_steps
+
+    def batch_metrics(self, rollout: ChunkRollout, seconds: float) -> dict[str, float]:
+        eps = rollout.episodes
+        out = {"rollout/episodes": float(len(eps)), "rollout/env_steps_per_s": rollout.env_steps / max(seconds, 1e-9)}
+        if eps:
+            out["rollout/success_rate"] = float(np.mean([e["success"] for e in eps]))
+            out["rollout/return"] = float(np.mean([e["return"] for e in eps]))
+            out["rollout/length"] = float(np.mean([e["length"] for e in eps]))
+        return out
+
+    def close(self) -> None:
+        self.source.close()
