@@ -91,24 +91,24 @@ class RobotLimits:
         n = len(self.joint_pos_min)
         for name in ("joint_pos_max", "joint_vel_max", "joint_acc_max"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries, joint_pos_min has {n}")
+                raise ConfigError(f"{name} has {len(getattr(self, name))} entries, joint_pos_min has {n}")
         if self.action_space == "joint_position" and n == 0:
-            raise ValueError("joint_position robots need joint_pos_min/max/vel/acc limits")
+            raise ConfigError("joint_position robots need joint_pos_min/max/vel/acc limits")
         if np.any(np.asarray(self.joint_pos_min) > np.asarray(self.joint_pos_max)):
-            raise ValueError("joint_pos_min must be <= joint_pos_max")
+            raise ConfigError("joint_pos_min must be <= joint_pos_max")
         positive = [*self.joint_vel_max, *self.joint_acc_max, self.ee_vel_max, self.ee_acc_max,
                     self.ee_rot_vel_max, self.ee_rot_acc_max, self.gripper_rate_max]
         if any(not v > 0 for v in positive):
-            raise ValueError("velocity, acceleration and rate limits must be > 0")
+            raise ConfigError("velocity, acceleration and rate limits must be > 0")
         if not (self.ee_pos_scale > 0 and self.ee_rot_scale > 0):
-            raise ValueError(f"ee_pos_scale and ee_rot_scale must be > 0, got {self.ee_pos_scale} "
-                             f"and {self.ee_rot_scale}")
+            raise ConfigError(f"ee_pos_scale and ee_rot_scale must be > 0, got {self.ee_pos_scale} "
+                              f"and {self.ee_rot_scale}")
         if len(self.ee_workspace_min) != 3 or len(self.ee_workspace_max) != 3:
-            raise ValueError("ee_workspace_min/max need 3 entries (x, y, z)")
+            raise ConfigError("ee_workspace_min/max need 3 entries (x, y, z)")
         if np.any(np.asarray(self.ee_workspace_min) > np.asarray(self.ee_workspace_max)):
-            raise ValueError("ee_workspace_min must be <= ee_workspace_max")
+            raise ConfigError("ee_workspace_min must be <= ee_workspace_max")
         if self.gripper_min > self.gripper_max:
-            raise ValueError("gripper_min must be <= gripper_max")
+            raise ConfigError("gripper_min must be <= gripper_max")
 
     @property
     def n_joints(self) -> int:
@@ -168,13 +168,13 @@ class RobotConfig:
 
     def __post_init__(self) -> None:
         if not self.control_hz > 0:
-            raise ValueError("control_hz must be > 0")
+            raise ConfigError("control_hz must be > 0")
         lim = self.limits
         if self.home and len(self.home) != lim.n_joints:
-            raise ValueError(f"home has {len(self.home)} entries, the robot has {lim.n_joints} joints")
+            raise ConfigError(f"home has {len(self.home)} entries, the robot has {lim.n_joints} joints")
         if self.home and (np.any(np.asarray(self.home) < np.asarray(lim.joint_pos_min))
                           or np.any(np.asarray(self.home) > np.asarray(lim.joint_pos_max))):
-            raise ValueError("home lies outside the joint position limits")
+            raise ConfigError("home lies outside the joint position limits")
 
     @property
     def control_dt(self) -> float:

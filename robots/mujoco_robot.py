@@ -35,6 +35,7 @@ from robots.base import (
     StateLayout,
     register_robot,
 )
+from robots.config import ConfigError
 from vla_rft.contract import ACTION_POS_SCALE, ACTION_ROT_SCALE, TASK_KEY
 
 SIM_CONTROL_HZ = 10.0
@@ -74,15 +75,15 @@ class MujocoRobotConfig(RobotConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.control_hz != SIM_CONTROL_HZ:
-            raise ValueError(f"control_hz must be {SIM_CONTROL_HZ} for the sims arm, got {self.control_hz}")
+            raise ConfigError(f"control_hz must be {SIM_CONTROL_HZ} for the sims arm, got {self.control_hz}")
         if self.limits.action_space != "ee_delta":
-            raise ValueError("the sims arm takes ee_delta actions")
+            raise ConfigError("the sims arm takes ee_delta actions")
         scales = (self.limits.ee_pos_scale, self.limits.ee_rot_scale)
         if scales != (ACTION_POS_SCALE, ACTION_ROT_SCALE):
-            raise ValueError(f"limits.ee_pos_scale/ee_rot_scale must be {ACTION_POS_SCALE}/{ACTION_ROT_SCALE} "
-                             f"for the sims arm (its controller's action scale), got {scales[0]}/{scales[1]}")
+            raise ConfigError(f"limits.ee_pos_scale/ee_rot_scale must be {ACTION_POS_SCALE}/{ACTION_ROT_SCALE} "
+                              f"for the sims arm (its controller's action scale), got {scales[0]}/{scales[1]}")
         if self.image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+            raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
 
 
 @dataclass(frozen=True)

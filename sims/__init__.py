@@ -122,7 +122,9 @@ def make_vec_env(
         return gym.vector.SyncVectorEnv(fns)
     if vectorization == "async":
         return gym.vector.AsyncVectorEnv(fns, shared_memory=False, context="spawn")
-    raise ValueError(f"unknown vectorization '{vectorization}'; choose 'sync' or 'async'")
+    from vla_rft.errors import UserInputError
+
+    raise UserInputError(f"unknown vectorization '{vectorization}'; choose 'sync' or 'async'")
 
 
 def make_expert(task_name: str, env: gym.Env) -> Callable[[Any], np.ndarray]:

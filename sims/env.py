@@ -49,10 +49,11 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         perturbation: ``"none"`` or comma-separated levels (see :mod:`sims.perturbations`).
         reward_type: ``"dense"`` (staged shaping phi in [0, 1], 1 on success), ``"sparse"`` (1 on
             success) or ``"potential"``: 1 on success plus the potential-based shaping
-            ``potential_gamma * phi(s') - phi(s)`` (Ng et al. 1999), with phi(s') = 0 when s'
-            terminates the episode. Its discounted return is the sparse return minus phi(s_0),
-            so it leaves the optimal policies of the sparse task unchanged (for an agent whose
-            discount is ``potential_gamma``), and, unlike ``"dense"`` with
+            ``potential_gamma * phi(s') - phi(s)`` (Ng et al. 1999). With phi = 1 exactly at
+            success, an episode's discounted return is gamma^T (phi(s_T) + 1/gamma * success) -
+            phi(s_0): the return of the sparse task with a success reward of 1 + gamma, minus a
+            constant, so the shaping leaves the optimal policies unchanged for an agent whose
+            discount is ``potential_gamma``, and, unlike ``"dense"`` with
             ``terminate_on_success``, succeeding early never earns less than hovering just short
             of success until the time limit.
         potential_gamma: the discount of the agent the potential reward is shaped for.
@@ -85,7 +86,9 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.reward_type = reward_type
         self.terminate_on_success = terminate_on_success
         if not 0.0 < potential_gamma <= 1.0:
-            raise ValueError(f"potential_gamma must be in (0, 1], got {potential_gamma}")
+            from vla_rft.errors import UserInputError
+
+            raise UserInputError(f"potential_gamma must be in (0, 1], got {potential_gamma}")
         self.potential_gamma = float(potential_gamma)
         self.render_mode = render_mode
         self.perturbation = parse_perturbation(perturbation)
@@ -161,8 +164,8 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         else:
             reward = float(success)
         terminated = success and self.terminate_on_success
-        if self.reward_type == "potential":  # shaping gamma * phi(s') - phi(s), phi = 0 after termination
-            reward = self.potential_gamma * (0.0 if terminated else dense) - self._phi + float(success)
+        if self.reward_type == "potential":  # shaping gamma * phi(s') - phi(s), plus the success reward
+            reward = self.potential_gamma * dense - self._phi + float(success)
         self._phi = dense
         info = self._info(clipped, success=success, dense=dense)
         render = (not self.lazy_frames or self._frames_requested or terminated
@@ -294,4 +297,6 @@ def _object_bodies(physics: Physics) -> list[int]:
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {what} '{value}'; choose one of {choices}")
+        from vla_rft.errors import UserInputError
+
+        raise UserInputError(f"unknown {what} '{value}'; choose one of {choices}")

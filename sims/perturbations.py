@@ -40,7 +40,9 @@ def parse_perturbation(spec: str) -> frozenset[str]:
     names.discard("none")
     unknown = sorted(names - set(LEVELS))
     if unknown:
-        raise ValueError(
+        from vla_rft.errors import UserInputError
+
+        raise UserInputError(
             f"unknown perturbation {unknown}; choose 'none' or a comma-separated subset of {LEVELS}"
         )
     return frozenset(names)

@@ -41,5 +41,7 @@ def get_task_class(name: str) -> type[Task]:
     if name not in _TASKS:
         close = difflib.get_close_matches(name, _TASKS, n=3)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"unknown task '{name}'.{hint} Valid tasks: {', '.join(task_names())}")
+        from vla_rft.errors import UserInputError
+
+        raise UserInputError(f"unknown task '{name}'.{hint} Valid tasks: {', '.join(task_names())}")
     return _TASKS[name]

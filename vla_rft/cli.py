@@ -69,12 +69,10 @@ def _commands() -> dict[str, Command]:
     }
 
 
-class UsageError(ValueError):
-    """The command line names no known command."""
-
-
 def _split_command(argv: list[str], names: list[str]) -> tuple[str, list[str]]:
     import difflib
+
+    from vla_rft.errors import UsageError
 
     for n_words in (2, 1):
         head = " ".join(argv[:n_words])

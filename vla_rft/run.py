@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vla_rft.checkpoint import atomic_write_text
+from vla_rft.config import ConfigError
 
 
 @dataclass
@@ -97,7 +98,7 @@ def open_run(command: str, cfg: Any, logging: LoggingConfig, *, resume: bool = F
     atomic_write_text(path / "config.yaml", to_yaml(cfg))
     run = RunDir(path=path)
     if logging.wandb not in ("offline", "online", "disabled"):
-        raise ValueError(f"logging.wandb must be 'offline', 'online' or 'disabled', got '{logging.wandb}'")
+        raise ConfigError(f"logging.wandb must be 'offline', 'online' or 'disabled', got '{logging.wandb}'")
     if logging.wandb != "disabled":
         import wandb
 

@@ -129,3 +129,106 @@ def test_ray_source_matches_the_in_process_sim_source(tmp_path):
         ray.shutdown()
     assert remote["env_steps"] == local["env_steps"]
     assert _metrics(tmp_path / "ray") == _metrics(tmp_path / "local")
+
+
+# ------------------------------------------------------------------ the core, through new parts
+def _fake_cfg(tmp_path, name, algo="ppo", **kw):
+    """finetune on the numpy point-home source: every iteration has successes, so PPO and GRPO
+    both move the weights; no harness evaluation (the task is not a sims task)."""
+    from policy_fixtures import make_policy
+
+    start = tmp_path / "point-start"
+    if not start.exists():
+        make_policy(seed=0, init_log_std=-0.5).save(start)
+    base = {"algo": algo, "policy": str(start), "task": "point", "source": "fake", "iterations": 4, "num_envs": 4,
+            "rollout_len": 3, "eval_episodes": 0, "save_every": 1,
+            "logging": LoggingConfig(root=str(tmp_path), name=name, wandb="disabled")}
+    cfg = FinetuneConfig(**{**base, **kw})
+    cfg.grpo.groups, cfg.grpo.group_size, cfg.grpo.max_chunks = 2, 4, 3
+    cfg.optim.lr_policy = cfg.optim.lr_noise = 1e-3
+    return cfg
+
+
+class _NoisyL2:
+    """A stateful loss term: its own RNG draws a random weight each call, and it counts calls.
+    Resume must restore both, or the resumed run's losses differ."""
+
+    name = "noisy_l2"
+
+    def __init__(self) -> None:
+        self.gen = torch.Generator().manual_seed(123)
+        self.calls = 0
+
+    def __call__(self, policy, ref, batch):
+        self.calls += 1
+        w = torch.rand((), generator=self.gen) * 1e-3 * self.calls
+        sq = sum(((p - r.detach()) ** 2).sum() for p, r in zip(policy.parameters(), ref.parameters()))
+        return w * sq, {"w": float(w)}
+
+    def state_dict(self):
+        return {"gen": self.gen.get_state(), "calls": torch.tensor(self.calls)}
+
+    def load_state_dict(self, state):
+        self.gen.set_state(state["gen"])
+        self.calls = int(state["calls"])
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_kill_and_resume_with_moving_weights_and_a_stateful_term(tmp_path, algo):
+    full = train(_fake_cfg(tmp_path, "full", algo), extra_terms=[_NoisyL2()])
+    train(_fake_cfg(tmp_path, "split", algo, stop_at=2), extra_terms=[_NoisyL2()])
+    resumed = train(_resumed_config(FinetuneConfig(resume=str(tmp_path / "split"))), extra_terms=[_NoisyL2()])
+    assert resumed["finished"] and resumed["env_steps"] == full["env_steps"]
+    full_rows, split_rows = _metrics(tmp_path / "full"), _metrics(tmp_path / "split")
+    assert full_rows == split_rows and "train/loss/noisy_l2/w" in full_rows[-1]
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last")
+    ref = load_checkpoint(tmp_path / "full" / "checkpoints" / "reference")
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    assert any(not torch.equal(a.tensors[k], ref.tensors[k]) for k in a.tensors)  # the weights moved
+    assert int(a.state["term.noisy_l2.calls"]) == int(b.state["term.noisy_l2.calls"]) > 0
+    # the stateful term really matters: resuming with a fresh term gives other losses
+    train(_fake_cfg(tmp_path, "fresh", algo, stop_at=2), extra_terms=[_NoisyL2()])
+    bad = _NoisyL2()
+    bad.load_state_dict = lambda state: None  # a term that forgets its state on resume
+    train(_resumed_config(FinetuneConfig(resume=str(tmp_path / "fresh"))), extra_terms=[bad])
+    assert _metrics(tmp_path / "fresh") != full_rows
+
+
+def test_a_newly_registered_source_fine_tunes_without_touching_the_trainer(tmp_path):
+    """A source registered by name (here: the point task with a wider goal, counting its resets)
+    is picked by --source and fine-tuned through; the trainer and finetune are unchanged."""
+    from vla_rft.sources import register_source
+    from vla_rft.sources.fake import PointHomeSource
+
+    made: list[PointHomeSource] = []
+
+    @register_source("test_wide_points")
+    def _make(spec):
+        src = PointHomeSource(spec.num_envs, spec.chunk_size, radius=0.6)
+        made.append(src)
+        return src
+
+    out = train(_fake_cfg(tmp_path, "custom", source="test_wide_points", iterations=3))
+    assert out["finished"] and out["source"] == "test_wide_points" and len(made) == 1
+    assert 0 < out["env_steps"] <= 3 * 4 * 3 * 4  # iterations x envs x chunks x h, less where episodes ended
+    rows = _metrics(tmp_path / "custom")
+    assert len(rows) == 3 and all(r["rollout/episodes"] > 0 for r in rows)
+    last = load_checkpoint(tmp_path / "custom" / "checkpoints" / "last")
+    ref = load_checkpoint(tmp_path / "custom" / "checkpoints" / "reference")
+    assert any(not torch.equal(last.tensors[k], ref.tensors[k]) for k in last.tensors)
+    with pytest.raises(Exception, match="unknown rollout source 'nope'"):
+        train(_fake_cfg(tmp_path, "bad", source="nope"))
+
+
+def test_the_learning_rate_schedule_follows_the_wall_clock_budget(tmp_path):
+    """With --minutes the schedule's progress is the time fraction when that is larger: a run cut
+    by its budget ends near the bottom of its cosine whatever the machine's speed."""
+    cfg = _fake_cfg(tmp_path, "clock", iterations=1000, minutes=0.03, save_every=1000)
+    cfg.optim.min_lr_ratio = 0.1
+    out = train(cfg)
+    assert out["stopped_by"] == "minutes" and out["iteration"] < 500
+    rows = _metrics(tmp_path / "clock")
+    progress = [r["progress"] for r in rows]
+    assert progress == sorted(progress) and progress[-1] > 0.8 > rows[-1]["step"] / 1000
+    assert rows[-1]["train/lr/policy"] < 0.25 * 1e-3

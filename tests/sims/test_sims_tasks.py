@@ -67,8 +67,8 @@ def test_rewards_and_info(task: str) -> None:
 @pytest.mark.parametrize("task", ["pick_cube", "open_drawer"])
 @pytest.mark.parametrize("gamma", [0.9, 1.0])
 def test_potential_reward_is_gamma_shaping_of_the_sparse_return(task: str, gamma: float) -> None:
-    """r_t = gamma * phi(s_{t+1}) - phi(s_t) + success, phi = 0 after termination: the discounted
-    return is the sparse one minus phi(s_0) (Ng et al.'s policy invariance), for any gamma."""
+    """r_t = gamma * phi(s_{t+1}) - phi(s_t) + success: the discounted shaping telescopes to
+    gamma^T phi(s_T) - phi(s_0) (Ng et al.'s policy invariance), for any gamma; phi = 1 at success."""
     env = sims.make_env(task, obs_mode="state", reward_type="potential", potential_gamma=gamma)
     expert = sims.make_expert(task, env)
     obs, _ = env.reset(seed=5)
@@ -76,7 +76,7 @@ def test_potential_reward_is_gamma_shaping_of_the_sparse_return(task: str, gamma
     ret, t, dense = 0.0, 0, [phi0]
     while True:
         obs, reward, terminated, truncated, info = env.step(expert(obs))
-        phi_next = 0.0 if terminated else info["reward_dense"]
+        phi_next = info["reward_dense"]
         assert reward == pytest.approx(gamma * phi_next - dense[-1] + float(info["is_success"]))
         dense.append(info["reward_dense"])
         ret += gamma**t * reward
@@ -84,7 +84,7 @@ def test_potential_reward_is_gamma_shaping_of_the_sparse_return(task: str, gamma
         if terminated or truncated:
             break
     assert terminated and info["is_success"]
-    assert ret == pytest.approx(gamma ** (t - 1) * 1.0 - phi0)
+    assert dense[-1] == 1.0 and ret == pytest.approx(gamma**t * 1.0 - phi0 + gamma ** (t - 1))
     assert 0.0 <= phi0 < 1.0
 
 

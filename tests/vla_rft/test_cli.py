@@ -165,3 +165,37 @@ def test_quickstart_runs_end_to_end_and_writes_its_report(tmp_path):
     assert s["target"] in report and "tiny_kp" in report
     p = vla("quickstart", "--root", str(tmp_path), "--name", "qs", check=False)
     assert p.returncode == 2 and "already exists" in p.stderr
+
+
+@pytest.mark.parametrize("bug", [ValueError("internal"), TypeError("internal")])
+def test_an_internal_bug_is_a_traceback_not_a_user_error(bug, monkeypatch, capsys):
+    """A plain ValueError/TypeError from deep in the code is a bug: it propagates (the script
+    prints its traceback, exit status 1) instead of posing as a one-line input error."""
+    from vla_rft import cli
+    from vla_rft.commands import tasks
+    from vla_rft.errors import USER_ERRORS
+
+    assert ValueError not in USER_ERRORS and TypeError not in USER_ERRORS
+
+    def run(cfg):
+        raise bug
+
+    monkeypatch.setattr(tasks, "run", run)
+    with pytest.raises(type(bug), match="internal"):
+        cli.main(["tasks"])
+    assert "vla-rft: error" not in capsys.readouterr().err
+
+
+def test_a_user_input_error_is_still_one_line_with_status_2(monkeypatch, capsys):
+    from vla_rft import cli
+    from vla_rft.commands import tasks
+    from vla_rft.errors import UserInputError
+
+    def run(cfg):
+        raise UserInputError("--family 'x' is not a family")
+
+    monkeypatch.setattr(tasks, "run", run)
+    assert cli.main(["tasks"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == ["vla-rft: error: --family 'x' is not a family"]

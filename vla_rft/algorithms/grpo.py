@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vla_rft.errors import UserInputError
 from vla_rft.algorithms.pg import ClippedPG, PGBatch, PGConfig, flatten_rollout
 from vla_rft.algorithms.rollout import ChunkRollout, first_episode_success
 
@@ -65,7 +66,7 @@ def group_advantages(reward: np.ndarray, group: np.ndarray, eps: float, std_norm
 def chunk_weights(valid: np.ndarray, agg: str, max_chunks: int) -> np.ndarray:
     """(T, N) loss weights of the valid chunks, scaled so that their mean is the aggregation."""
     if agg not in LOSS_AGGS:
-        raise ValueError(f"grpo.loss_agg must be one of {LOSS_AGGS}, got '{agg}'")
+        raise UserInputError(f"grpo.loss_agg must be one of {LOSS_AGGS}, got '{agg}'")
     total, n = valid.sum(), valid.shape[1]
     lengths = valid.sum(axis=0, keepdims=True).clip(min=1)  # (1, N) chunks of each rollout
     if agg == "rollout":

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from vla_rft.errors import UserInputError
 from vla_rft.algorithms.losses import LossTerm, apply_terms, check_finite, forward_kl, subsample_obs
 from vla_rft.algorithms.optim import RLOptimConfig, clip_and_norm, lr_factor, make_rl_optimizer, set_lr_factor
 from vla_rft.algorithms.rollout import ChunkRollout, flat_obs
@@ -143,7 +144,7 @@ class ClippedPG:
     def __init__(self, policy: Any, ref_policy: Any, cfg: Any, optim: RLOptimConfig, total_iters: int,
                  terms: list[LossTerm] | None = None) -> None:
         if cfg.ratio not in RATIO_LEVELS:
-            raise ValueError(f"{self.name}.ratio must be one of {RATIO_LEVELS}, got '{cfg.ratio}'")
+            raise UserInputError(f"{self.name}.ratio must be one of {RATIO_LEVELS}, got '{cfg.ratio}'")
         self.policy, self.ref_policy, self.cfg, self.optim_cfg = policy, ref_policy, cfg, optim
         self.total_iters = total_iters
         self.terms = list(terms or [])

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vla_rft.errors import UserInputError
 from vla_rft.algorithms.losses import clipped_value_loss, normalize_advantages
 from vla_rft.algorithms.pg import ClippedPG, PGBatch, PGConfig, flatten_rollout
 from vla_rft.algorithms.rollout import ChunkRollout, chunk_gae
@@ -71,6 +72,6 @@ class PPO(ClippedPG):
 
     def critic_loss(self, batch: PGBatch, ev: Any) -> tuple[torch.Tensor, dict[str, float]]:
         if ev.value is None:
-            raise ValueError("PPO needs a policy with a value head (value_head: true)")
+            raise UserInputError("PPO needs a policy with a value head (value_head: true)")
         v_loss = clipped_value_loss(ev.value, batch.values, batch.returns, self.cfg.value_clip, self.cfg.huber_delta)
         return self.cfg.vf_coef * v_loss, {"loss/value": float(v_loss.detach())}

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla_rft.errors import UserInputError
+
 
 @dataclass
 class BenchPolicyConfig:
@@ -81,7 +83,7 @@ def bench_policy(cfg: BenchPolicyConfig) -> dict[str, Any]:
     import torch
 
     if cfg.iters < 1 or cfg.warmup < 0:
-        raise ValueError(f"--iters must be >= 1 and --warmup >= 0, got {cfg.iters} and {cfg.warmup}")
+        raise UserInputError(f"--iters must be >= 1 and --warmup >= 0, got {cfg.iters} and {cfg.warmup}")
     torch.set_num_threads(cfg.num_threads)
     rows = [measure_row(p, h, b, r, cfg)
             for p in cfg.presets for h in cfg.heads for r in cfg.resolutions for b in cfg.batch_sizes]

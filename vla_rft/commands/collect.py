@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from vla_rft.errors import UserInputError
+
 
 @dataclass
 class CollectConfig:
@@ -58,13 +60,13 @@ def collect(cfg: CollectConfig) -> dict:
     from vla_rft.evaluation.stats import wilson_interval
 
     if not cfg.task:
-        raise ValueError(f"--task is required; tasks: {', '.join(s.name for s in sims.list_tasks())}")
+        raise UserInputError(f"--task is required; tasks: {', '.join(s.name for s in sims.list_tasks())}")
     if not cfg.out:
-        raise ValueError("--out is required (a new directory for the dataset)")
+        raise UserInputError("--out is required (a new directory for the dataset)")
     if cfg.noise < 0:
-        raise ValueError(f"--noise must be >= 0, got {cfg.noise}")
+        raise UserInputError(f"--noise must be >= 0, got {cfg.noise}")
     if cfg.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {cfg.episodes}")
+        raise UserInputError(f"--episodes must be >= 1, got {cfg.episodes}")
     _quiet_datasets()
     env = sims.make_env(cfg.task, obs_mode="rgb", cameras=list(cfg.cameras), image_size=cfg.image_size,
                         perturbation=cfg.perturbation)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla_rft.errors import UserInputError
+
 
 @dataclass
 class DeployConfig:
@@ -97,7 +99,7 @@ def run_serve(cfg: ServeConfig) -> int:
     register()  # bare checkpoint paths load trained vla-rft policies
 
     if not cfg.policy:
-        raise ValueError("--policy is required (scripted:zero, scripted:hold or a checkpoint path)")
+        raise UserInputError("--policy is required (scripted:zero, scripted:hold or a checkpoint path)")
     argv = ["--policy", cfg.policy, "--host", cfg.host, "--port", str(cfg.port),
             "--max-message-mb", str(cfg.max_msg_mb), "--action-dim", str(cfg.action_dim),
             "--state-dim", str(cfg.state_dim), "--chunk-size", str(cfg.chunk_size),
@@ -111,21 +113,21 @@ def _check(cfg: DeployConfig) -> None:
     """One-line errors for bad input, before anything connects or moves."""
     for name in ("robot", "policy", "out"):
         if not getattr(cfg, name):
-            raise ValueError(f"--{name} is required (see `vla-rft deploy --help`)")
+            raise UserInputError(f"--{name} is required (see `vla-rft deploy --help`)")
     if not Path(str(cfg.robot)).is_file():
         raise FileNotFoundError(f"--robot: no such file '{cfg.robot}'")
     if Path(str(cfg.out)).exists():
         raise FileExistsError(f"--out '{cfg.out}' already exists; choose a new directory")
     if cfg.episodes < 1 or cfg.max_steps < 1:
-        raise ValueError("--episodes and --max_steps must be >= 1")
+        raise UserInputError("--episodes and --max_steps must be >= 1")
     if cfg.mode not in ("open_loop", "ensemble"):
-        raise ValueError(f"--mode must be open_loop or ensemble, got '{cfg.mode}'")
+        raise UserInputError(f"--mode must be open_loop or ensemble, got '{cfg.mode}'")
     if cfg.teleop != "none" and cfg.teleop != "keyboard" and not cfg.teleop.startswith("ros:/"):
-        raise ValueError(f"--teleop must be none, keyboard or ros:/TOPIC, got '{cfg.teleop}'")
+        raise UserInputError(f"--teleop must be none, keyboard or ros:/TOPIC, got '{cfg.teleop}'")
     if cfg.success not in ("auto", "robot", "operator", "none") and not cfg.success.startswith("ros:/"):
-        raise ValueError(f"--success must be auto, robot, operator, none or ros:/TOPIC, got '{cfg.success}'")
+        raise UserInputError(f"--success must be auto, robot, operator, none or ros:/TOPIC, got '{cfg.success}'")
     if cfg.success == "operator" and cfg.teleop != "keyboard":
-        raise ValueError("--success operator needs --teleop keyboard (the verdict is typed there)")
+        raise UserInputError("--success operator needs --teleop keyboard (the verdict is typed there)")
 
 
 def _make_robot(cfg: DeployConfig) -> Any:
@@ -134,20 +136,27 @@ def _make_robot(cfg: DeployConfig) -> Any:
     rcfg = load_robot_config(str(cfg.robot))
     if cfg.bridge_url:
         if not hasattr(rcfg, "url"):
-            raise ValueError(f"--bridge_url applies to ROS robots, not kind '{rcfg.kind}'")
+            raise UserInputError(f"--bridge_url applies to ROS robots, not kind '{rcfg.kind}'")
         rcfg.url = cfg.bridge_url  # type: ignore[attr-defined]
     robot = make_robot(rcfg)
     if cfg.task:
         if not hasattr(robot, "task"):
-            raise ValueError(f"robot kind '{rcfg.kind}' takes no --task")
+            raise UserInputError(f"robot kind '{rcfg.kind}' takes no --task")
         robot.task = cfg.task
     return robot
+
+
+def _check_policy(cfg: DeployConfig, robot: Any) -> None:
+    """One-line errors for a policy the robot cannot run, before waiting for an observation."""
+    if cfg.policy == "scripted:expert" and getattr(robot, "make_expert", None) is None:
+        raise UserInputError(f"scripted:expert needs a simulated robot with a task expert, not kind "
+                             f"'{robot.config.kind}'")
 
 
 def _bridge(robot: Any, what: str) -> Any:
     bridge = getattr(robot, "bridge", None)
     if bridge is None:
-        raise ValueError(f"{what} needs a ROS robot (one with a rosbridge connection)")
+        raise UserInputError(f"{what} needs a ROS robot (one with a rosbridge connection)")
     return bridge
 
 
@@ -171,8 +180,8 @@ def _outcome(cfg: DeployConfig, robot: Any, teleop: Any) -> Any:
         kind = "robot" if hasattr(robot, "outcome") else ("operator" if cfg.teleop == "keyboard" else "none")
     if kind == "robot":
         if not hasattr(robot, "outcome"):
-            raise ValueError(f"robot kind '{robot.config.kind}' does not know success; use --success operator "
-                             "or ros:/TOPIC")
+            raise UserInputError(f"robot kind '{robot.config.kind}' does not know success; use --success operator "
+                                 "or ros:/TOPIC")
         return deploy.RobotOutcome(robot)
     if kind == "operator":
         return deploy.OperatorOutcome(teleop)
@@ -191,8 +200,8 @@ def _features(cfg: DeployConfig, robot: Any, obs: dict[str, Any]) -> dict[str, d
     cams = list(robot.config.cameras)
     shapes = {tuple(np.asarray(obs[IMAGE_PREFIX + c]).shape[:2]) for c in cams}
     if len(shapes) > 1:
-        raise ValueError(f"cameras of robot '{robot.config.name}' differ in size {sorted(shapes)}; "
-                         "configure one size (height/width) for all")
+        raise UserInputError(f"cameras of robot '{robot.config.name}' differ in size {sorted(shapes)}; "
+                             "configure one size (height/width) for all")
     size = shapes.pop() if shapes else (1, 1)
     dim = robot.limits.action_dim
     return contract_features(cams, size, int(np.asarray(obs[STATE_KEY]).shape[0]), dim,
@@ -239,6 +248,7 @@ def _run(cfg: DeployConfig) -> int:
     robot = _make_robot(cfg)
     policy = teleop = None
     try:
+        _check_policy(cfg, robot)
         obs = wait_for_observation(robot, cfg.ready_s)
         hz = cfg.control_hz or robot.config.control_hz
         policy = resolve_policy(str(cfg.policy), robot, obs, token=cfg.token, loader=cfg.loader, hz=hz)

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from vla_rft.errors import UserInputError
 from vla_rft.run import LoggingConfig
 
 
@@ -76,15 +77,15 @@ def _check(cfg: EvalConfig) -> None:
     import sims
 
     if not cfg.policy:
-        raise ValueError("--policy is required (a checkpoint directory or scripted:expert)")
+        raise UserInputError("--policy is required (a checkpoint directory or scripted:expert)")
     if not cfg.tasks:
-        raise ValueError(f"--tasks is required, e.g. --tasks '[pick_cube]'; tasks: {', '.join(s.name for s in sims.list_tasks())}")
+        raise UserInputError(f"--tasks is required, e.g. --tasks '[pick_cube]'; tasks: {', '.join(s.name for s in sims.list_tasks())}")
     for t in cfg.tasks:
         sims.get_task_class(t)  # unknown names raise with the valid list
     if cfg.episodes < 1 or cfg.num_envs < 1:
-        raise ValueError("--episodes and --num_envs must be >= 1")
+        raise UserInputError("--episodes and --num_envs must be >= 1")
     if cfg.policy == "scripted:expert" and cfg.vector != "sync":
-        raise ValueError("scripted:expert reads the simulator's state: use --vector sync")
+        raise UserInputError("scripted:expert reads the simulator's state: use --vector sync")
 
 
 def run(cfg: EvalConfig) -> int:

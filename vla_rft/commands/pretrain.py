@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vla_rft.errors import UserInputError
 from vla_rft.policies.training import OptimConfig
 from vla_rft.run import LoggingConfig
 
@@ -74,10 +75,10 @@ def concat_tables(tables: list[Any], roots: list[str], cameras: list[str]) -> An
     for t, root in zip(tables, roots):
         missing = [c for c in cameras if c not in t.cameras]
         if missing:
-            raise ValueError(f"dataset '{root}' has no camera '{missing[0]}' (it has {t.cameras})")
+            raise UserInputError(f"dataset '{root}' has no camera '{missing[0]}' (it has {t.cameras})")
         for key in [IMAGE_PREFIX + c for c in cameras] + [STATE_KEY, ACTION_KEY]:
             if t.arrays[key].shape[1:] != first.arrays[key].shape[1:]:
-                raise ValueError(f"dataset '{root}': '{key}' has shape {t.arrays[key].shape[1:]}, "
+                raise UserInputError(f"dataset '{root}': '{key}' has shape {t.arrays[key].shape[1:]}, "
                                  f"'{roots[0]}' has {first.arrays[key].shape[1:]}")
     tasks = sorted({task for t in tables for task in t.tasks})
     keys = [IMAGE_PREFIX + c for c in cameras] + [STATE_KEY, ACTION_KEY]
@@ -99,7 +100,7 @@ def load_training_table(roots: list[str], cameras: list[str] | None) -> Any:
     from vla_rft.data.chunks import load_episode_table
 
     if not roots:
-        raise ValueError("--datasets is required: one or more LeRobotDataset roots, e.g. --datasets '[data/a,data/b]'")
+        raise UserInputError("--datasets is required: one or more LeRobotDataset roots, e.g. --datasets '[data/a,data/b]'")
     tables = [load_episode_table(r) for r in roots]
     return concat_tables(tables, list(roots), list(cameras) if cameras else tables[0].cameras)
 
@@ -195,11 +196,11 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
 def _check(cfg: PretrainConfig) -> None:
     for name in ("steps", "batch_size", "chunk_size", "log_every", "num_threads"):
         if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+            raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.save_every < 0:
-        raise ValueError(f"--save_every must be >= 0, got {cfg.save_every}")
+        raise UserInputError(f"--save_every must be >= 0, got {cfg.save_every}")
     if cfg.stop_at is not None and cfg.stop_at < 1:
-        raise ValueError(f"--stop_at must be >= 1, got {cfg.stop_at}")
+        raise UserInputError(f"--stop_at must be >= 1, got {cfg.stop_at}")
 
 
 def run(cfg: PretrainConfig) -> int:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla_rft.errors import UserInputError
+
 
 @dataclass
 class QuickstartConfig:
@@ -60,7 +62,7 @@ def run(cfg: QuickstartConfig) -> int:
     for t in [*cfg.tasks, cfg.target]:
         sims.get_task_class(t)
     if cfg.target in cfg.tasks:
-        raise ValueError(f"--target '{cfg.target}' must not be one of the pretraining --tasks")
+        raise UserInputError(f"--target '{cfg.target}' must not be one of the pretraining --tasks")
     name = cfg.name or f"quickstart-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     root = Path(cfg.root) / name
     if root.exists():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vla_rft.errors import UserInputError
+
 
 @dataclass
 class TasksConfig:
@@ -23,7 +25,7 @@ def run(cfg: TasksConfig) -> int:
     families = sorted({s.family for s in specs})
     if cfg.family is not None:
         if cfg.family not in families:
-            raise ValueError(f"unknown family '{cfg.family}'; families: {', '.join(families)}")
+            raise UserInputError(f"unknown family '{cfg.family}'; families: {', '.join(families)}")
         specs = [s for s in specs if s.family == cfg.family]
     rows = [
         {"name": s.name, "family": s.family, "instructions": list(s.instructions),

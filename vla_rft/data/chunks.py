@@ -19,6 +19,7 @@ import numpy as np
 
 from vla_rft.contract import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, TASK_KEY
 from vla_rft.data.lerobot_io import DONE_KEY, REWARD_KEY, SUCCESS_KEY, open_dataset
+from vla_rft.errors import UserInputError
 
 
 @dataclass
@@ -45,11 +46,11 @@ def load_episode_table(root: str | os.PathLike) -> EpisodeTable:
     cols = ds.hf_dataset.with_format("numpy")[:]
     keys = [k for k in ds.features if k in cols and ds.features[k]["dtype"] != "video"]
     if any(ds.features[k]["dtype"] == "video" for k in ds.features):
-        raise ValueError(f"'{root}' stores video; chunk windows read image-storage datasets (collect --storage image)")
+        raise UserInputError(f"'{root}' stores video; chunk windows read image-storage datasets (collect --storage image)")
     arrays = {k: np.asarray(cols[k]) for k in keys}
     ep = arrays["episode_index"]
     if len(ep) and np.any(np.diff(ep) < 0):
-        raise ValueError(f"'{root}': frames are not grouped by episode")
+        raise UserInputError(f"'{root}': frames are not grouped by episode")
     bounds = np.flatnonzero(np.diff(ep)) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(ep)]])
@@ -69,7 +70,7 @@ class ChunkWindows:
 
     def __init__(self, table: EpisodeTable, horizon: int) -> None:
         if horizon < 1:
-            raise ValueError(f"chunk horizon must be >= 1, got {horizon}")
+            raise UserInputError(f"chunk horizon must be >= 1, got {horizon}")
         self.table = table
         self.horizon = horizon
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vla_rft.contract import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, TASK_KEY
+from vla_rft.errors import UserInputError
 
 REWARD_KEY = "next.reward"
 SUCCESS_KEY = "next.success"
@@ -42,7 +43,7 @@ def contract_features(
     mp4 (AV1), smaller on disk, decoded with torchcodec.
     """
     if storage not in ("image", "video"):
-        raise ValueError(f"storage must be 'image' or 'video', got '{storage}'")
+        raise UserInputError(f"storage must be 'image' or 'video', got '{storage}'")
     h, w = image_size
     feats: dict[str, dict[str, Any]] = {
         IMAGE_PREFIX + cam: {"dtype": storage, "shape": (h, w, 3), "names": ["height", "width", "channels"]}

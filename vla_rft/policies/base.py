@@ -47,6 +47,7 @@ from vla_rft.contract import (
     ContractError,
     validate_observation,
 )
+from vla_rft.errors import UserInputError
 from vla_rft.policies.heads import ActionHead
 from vla_rft.policies.normalizer import Normalizer
 
@@ -184,8 +185,8 @@ class Policy(nn.Module, ABC):
         self.config = config
         spec = self.spec
         if (normalizer.state_dim, normalizer.action_dim) != (spec.state_dim, spec.action_dim):
-            raise ValueError(f"normalizer is for state/action dims ({normalizer.state_dim}, {normalizer.action_dim}), "
-                             f"the policy for ({spec.state_dim}, {spec.action_dim})")
+            raise UserInputError(f"normalizer is for state/action dims ({normalizer.state_dim}, "
+                                 f"{normalizer.action_dim}), the policy for ({spec.state_dim}, {spec.action_dim})")
         self.normalizer = normalizer
         self.head: ActionHead
         self.value_net: nn.Module | None = None
@@ -275,7 +276,7 @@ class Policy(nn.Module, ABC):
 
     def _value_of(self, pooled: torch.Tensor) -> torch.Tensor:
         if self.value_net is None:
-            raise ValueError(f"this '{self.policy_type}' policy was built without a value head (value_head: false)")
+            raise ConfigError(f"this '{self.policy_type}' policy was built without a value head (value_head: false)")
         return self.value_net(pooled).squeeze(-1)
 
     def evaluate(self, obs: Obs, chunk: Any) -> Evaluation:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vla_rft.config import ConfigError
+
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 LOG_STD_RANGE = (-5.0, 1.0)
 
@@ -99,7 +101,7 @@ class GaussianChunkHead(ActionHead):
     def __init__(self, dim: int, chunk_size: int, action_dim: int, *, init_log_std: float, loss: str) -> None:
         super().__init__(dim, chunk_size, action_dim)
         if loss not in ("l1", "nll"):
-            raise ValueError(f"gaussian head loss must be 'l1' or 'nll', got '{loss}'")
+            raise ConfigError(f"gaussian head loss must be 'l1' or 'nll', got '{loss}'")
         self.loss_type = loss
         self.mean = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, action_dim))
         self.log_std = nn.Parameter(torch.full((chunk_size, action_dim), float(init_log_std)))
@@ -155,7 +157,7 @@ class FlowMatchingHead(ActionHead):
                  init_log_noise: float) -> None:
         super().__init__(dim, chunk_size, action_dim)
         if steps < 1:
-            raise ValueError(f"flow steps must be >= 1, got {steps}")
+            raise ConfigError(f"flow steps must be >= 1, got {steps}")
         self.steps = steps
         self.latent_steps = steps + 1
         self.cond = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden))  # per query token

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from vla_rft.checkpoint import CheckpointError
+from vla_rft.errors import UserInputError
 
 NORMALIZER_VERSION = 1
 _MIN_STD = 1e-3  # a constant state dimension (e.g. a locked joint) must not divide by ~0
@@ -40,13 +41,13 @@ class Normalizer:
         for name in _FIELDS:
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.float32).reshape(-1))
         if self.state_mean.shape != self.state_std.shape:
-            raise ValueError(f"state_mean {self.state_mean.shape} and state_std {self.state_std.shape} differ")
+            raise UserInputError(f"state_mean {self.state_mean.shape} and state_std {self.state_std.shape} differ")
         if self.action_low.shape != self.action_high.shape:
-            raise ValueError(f"action_low {self.action_low.shape} and action_high {self.action_high.shape} differ")
+            raise UserInputError(f"action_low {self.action_low.shape} and action_high {self.action_high.shape} differ")
         if not all(np.all(np.isfinite(getattr(self, n))) for n in _FIELDS):
-            raise ValueError("normalizer statistics contain NaN or inf")
+            raise UserInputError("normalizer statistics contain NaN or inf")
         if np.any(self.state_std <= 0) or np.any(self.action_high <= self.action_low):
-            raise ValueError("normalizer needs state_std > 0 and action_high > action_low")
+            raise UserInputError("normalizer needs state_std > 0 and action_high > action_low")
 
     @property
     def state_dim(self) -> int:
@@ -64,7 +65,7 @@ class Normalizer:
         states = np.asarray(states, dtype=np.float64)
         actions = np.asarray(actions, dtype=np.float64)
         if states.ndim != 2 or actions.ndim != 2 or len(states) == 0 or len(actions) == 0:
-            raise ValueError(f"need states (N, S) and actions (N, A), got {states.shape} and {actions.shape}")
+            raise UserInputError(f"need states (N, S) and actions (N, A), got {states.shape} and {actions.shape}")
         low, high = np.percentile(actions, [low_q, high_q], axis=0)
         mid, half = (low + high) / 2, np.maximum((high - low) / 2, _MIN_RANGE / 2)
         return cls(state_mean=states.mean(0), state_std=np.maximum(states.std(0), _MIN_STD),

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vla_rft.config import ConfigError
+
 TEXT_DIM = 384
 TEXT_ENCODERS = ("minilm", "hashing")
 
@@ -52,7 +54,7 @@ def _hashing(text: str) -> np.ndarray:
 def embed_texts(texts: list[str], encoder: str = "minilm") -> torch.Tensor:
     """(B, 384) float32 embeddings of ``texts``; each distinct string is encoded once per process."""
     if encoder not in TEXT_ENCODERS:
-        raise ValueError(f"unknown text encoder '{encoder}'; known: {', '.join(TEXT_ENCODERS)}")
+        raise ConfigError(f"unknown text encoder '{encoder}'; known: {', '.join(TEXT_ENCODERS)}")
     with _LOCK:
         new = sorted({t for t in texts if (encoder, t) not in _CACHE})
         if new:

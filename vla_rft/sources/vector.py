@@ -21,6 +21,7 @@ import numpy as np
 from gymnasium import spaces
 
 from vla_rft.contract import TASK_KEY
+from vla_rft.errors import UserInputError
 from vla_rft.sources.base import ChunkStep, Obs, SourceSpec, register_source
 
 
@@ -111,7 +112,7 @@ class VectorEnvSource:
             self.env = gym.vector.AsyncVectorEnv(fns, shared_memory=False, context="spawn",
                                                  autoreset_mode=AutoresetMode.SAME_STEP)
         else:
-            raise ValueError(f"unknown vectorization '{vectorization}'; choose 'sync' or 'async'")
+            raise UserInputError(f"unknown vectorization '{vectorization}'; choose 'sync' or 'async'")
         self.num_envs, self.chunk_size = len(fns), int(chunk_size)
 
     def reset(self, seeds: Sequence[int]) -> Obs:
@@ -167,8 +168,6 @@ def sim_source(spec: SourceSpec) -> VectorEnvSource:
 
     names = [t.name for t in sims.list_tasks()]
     if spec.task not in names:
-        from vla_rft.errors import UserInputError
-
         raise UserInputError(f"unknown task '{spec.task}' (see vla-rft tasks)")
     return VectorEnvSource([_SimEnvFn(spec.task, spec.env_kwargs) for _ in range(spec.num_envs)], spec.chunk_size,
                            spec.vectorization, lazy_frames=bool(spec.options.get("lazy_frames", True)))
