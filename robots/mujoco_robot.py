@@ -2,8 +2,10 @@
 
 Why: the deploy loop, the safety filter and the episode logging can then be exercised end to end
 on a task whose success is known (the task's own predicate), with the task's scripted expert as a
-policy, before a real arm is involved. ``sims`` and ``mujoco`` are imported only when a
-``MujocoRobot`` is built, so ``import robots`` stays light on a robot computer.
+policy, before a real arm is involved. ``sims`` and ``mujoco`` are reached only through
+:mod:`robots.adapters` (``sims.make_env``, ``sims.make_expert``, ``sims.substeps``,
+``mujoco.mj_forward``), imported when a ``MujocoRobot`` is built or homed, so ``import robots``
+stays light on a robot computer.
 
 Time: the simulator advances only in :meth:`MujocoRobot.send_action` (one control period,
 ``SUBSTEPS x TIMESTEP`` = 100 ms of physics). A hold freezes the arm at its measured pose without
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from robots.adapters import load_adapter
 from robots.base import (
     STAMP_KEY,
     Robot,
@@ -108,15 +111,15 @@ class MujocoRobot(Robot):
         # Headless by default (a deploy box has no display); an explicit MUJOCO_GL wins.
         os.environ.setdefault("MUJOCO_GL", "egl")
         os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
-        import sims  # heavy: mujoco + gymnasium, only when a simulated robot is asked for
+        # heavy (mujoco + gymnasium): imported only when a simulated robot is asked for
+        make_env = load_adapter("sims.make_env")
 
-        self.env = sims.make_env(config.task, obs_mode="rgb" if config.cameras else "state",
-                                 cameras=list(config.cameras), image_size=config.image_size,
-                                 perturbation=config.perturbation, terminate_on_success=False).unwrapped
+        self.env = make_env(config.task, obs_mode="rgb" if config.cameras else "state",
+                            cameras=list(config.cameras), image_size=config.image_size,
+                            perturbation=config.perturbation, terminate_on_success=False).unwrapped
         period = self.env.physics.model.opt.timestep * _substeps()
         if abs(period - 1.0 / SIM_CONTROL_HZ) > 1e-9:
             raise RobotError(f"sims steps {period} s per action, expected {1 / SIM_CONTROL_HZ} s")
-        self._sims = sims
         self.task: str | None = config.instruction or None
         """Instruction override (the deploy loop's ``--task``); None: the task's own instruction."""
         self.episodes = 0
@@ -144,7 +147,7 @@ class MujocoRobot(Robot):
 
     def make_expert(self) -> Callable[[dict[str, Any]], np.ndarray]:
         """The task's scripted (privileged) expert driving this robot's scene: ``obs -> action``."""
-        return self._sims.make_expert(self.config.task, self.env)
+        return load_adapter("sims.make_expert")(self.config.task, self.env)
 
     @property
     def instruction(self) -> str:
@@ -183,14 +186,14 @@ class MujocoRobot(Robot):
         """Put the arm at the configured home joints (the simulator teleports; objects stay)."""
         if not self.config.home:
             return
-        import mujoco
+        mj_forward = load_adapter("mujoco.mj_forward")
 
         with self._lock:
             m, d = self.env.physics.model, self.env.physics.data
             arm = self.env.physics.arm
             d.qpos[arm.qpos] = self.config.home
             d.qvel[arm.dof] = 0.0
-            mujoco.mj_forward(m, d)
+            mj_forward(m, d)
             self.env.controller.reset(d)
             self._obs = self.env._observation()
 
@@ -200,6 +203,4 @@ class MujocoRobot(Robot):
 
 
 def _substeps() -> int:
-    from sims.scene import SUBSTEPS
-
-    return SUBSTEPS
+    return int(load_adapter("sims.substeps"))

@@ -37,3 +37,32 @@ def test_videos_written(tmp_path):
 
     frames = iio.imread(vids[0], plugin="pyav")
     assert frames.ndim == 4 and frames.shape[1:] == (64, 64, 3) and frames.shape[0] > 2
+
+
+def test_stochastic_evaluation_is_seeded_per_episode_whatever_the_batching():
+    """deterministic=False samples each episode's chunks from a generator seeded by its episode
+    seed: the same episodes with 1 or 3 envs side by side, other samples with another seed."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "algorithms"))
+    from sim_fixtures import sim_policy
+
+    from vla_rft.evaluation.harness import stochastic_act
+
+    policy = sim_policy().eval()
+    with torch.no_grad():
+        policy.head.log_std.fill_(0.0)  # wide noise: the samples differ visibly
+    obs = {"observation.images.front": np.zeros((3, 32, 32, 3), np.uint8), "task": ["reach the red target"] * 3,
+           "observation.state": np.random.default_rng(0).standard_normal((3, 14)).astype(np.float32)}
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2, 3)]  # noqa: E731
+    both = stochastic_act(policy, obs, gens(), np.array([0, 1, 2]))
+    only_one = stochastic_act(policy, obs, gens(), np.array([1]))
+    np.testing.assert_array_equal(both[1], only_one[1])
+    assert not np.array_equal(both[0], both[1]) and not only_one[0].any()
+    settings = dict(episodes=3, cameras=["front"], image_size=32, deterministic=False)
+    a = evaluate(policy, ["reach_target"], EvalSettings(num_envs=1, **settings))
+    b = evaluate(policy, ["reach_target"], EvalSettings(num_envs=3, **settings))
+    assert a["per_task"] == b["per_task"]

@@ -9,8 +9,9 @@ gradient clipping, and the KL to the starting policy logged.
 **Ratios over executed steps.** A chunk's log-probability is a sum over its h steps of A
 Gaussian dims each; only the steps the env executed count (``mask``). Three ratio levels:
 
-- ``chunk``: one ratio per chunk, exp(sum of per-step log-ratios): the macro-action ratio
-  (RL4VLA). A 56-dimensional density ratio is volatile: a small per-dim change multiplies.
+- ``chunk`` (default): one ratio per chunk, exp(sum of per-step log-ratios): the macro-action
+  ratio (RL4VLA). A 56-dimensional density ratio is volatile (a small per-dim change
+  multiplies); the presets pair it with ``target_kl``.
 - ``step``: one ratio per executed step, each clipped (token-level PPO, as LLM and tokenized
   VLA RL do), the surrogate averaged over the chunk's executed steps.
 - ``chunk_mean``: one ratio per chunk from the *mean* per-step log-ratio (GSPO's
@@ -41,8 +42,8 @@ class PGConfig:
     """Ratio clip epsilon."""
     dual_clip: float | None = None
     """Dual-clip bound c for negative advantages (None disables; VLA-RFT uses 3)."""
-    ratio: str = "step"
-    """Ratio level: step (one clipped ratio per executed step), chunk (one per chunk, the product over steps) or chunk_mean (GSPO: exp of the mean per-step log-ratio)."""
+    ratio: str = "chunk"
+    """Ratio level over executed steps: chunk (one per chunk, RL4VLA's macro-action), step (one clipped ratio per executed step) or chunk_mean (GSPO: exp of the mean per-step log-ratio)."""
     ent_coef: float = 0.0
     """Entropy bonus weight (per executed step)."""
     epochs: int = 1

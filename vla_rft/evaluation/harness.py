@@ -47,7 +47,8 @@ class EvalSettings:
     replan: int | None = None
     """Execute this many actions of each chunk before re-querying (default: the whole chunk)."""
     deterministic: bool = True
-    """Use the policy's mean action (True) or sample (False, seeded)."""
+    """Use the policy's mean action (True) or sample (False): episode i's samples come from its own
+    generator seeded with seed + i, so they do not depend on num_envs (policies whose act takes a generator)."""
     videos: int = 0
     """Record the first N episodes of each task as mp4 (front camera)."""
 
@@ -108,8 +109,36 @@ def run_task(policy: ChunkPolicy, task: str, settings: EvalSettings, *, video_di
     return TaskResult(task, int(sum(outcomes)), n_total, float(np.mean(lengths)), lengths, outcomes)
 
 
+def stochastic_act(policy: Any, obs: dict[str, Any], generators: list[Any], rows: np.ndarray) -> np.ndarray:
+    """Sampled chunks of ``rows`` (zeros elsewhere), each row drawn alone from its own generator,
+    so an episode's samples depend on its seed only, not on which episodes share the batch."""
+    out: np.ndarray | None = None
+    for j in rows:
+        row = {k: (v[j:j + 1] if not isinstance(v, list) else v[j:j + 1]) for k, v in obs.items()}
+        chunk = np.asarray(policy.act(row, deterministic=False, generator=generators[j]), dtype=np.float32)
+        if out is None:
+            out = np.zeros((len(obs["task"]), *chunk.shape[1:]), np.float32)
+        out[j] = chunk[0]
+    assert out is not None
+    return out
+
+
+def _generators(policy: Any, seeds: list[int]) -> list[Any]:
+    import inspect
+
+    import torch
+
+    if "generator" not in inspect.signature(policy.act).parameters:
+        from vla_rft.errors import UserInputError
+
+        raise UserInputError(f"{type(policy).__name__}.act takes no generator: it cannot be evaluated stochastically "
+                             "with seeded samples (use deterministic evaluation)")
+    return [torch.Generator().manual_seed(int(seed) * 7_919 + 17) for seed in seeds]
+
+
 def _run_batch(policy: ChunkPolicy, env, seeds: list[int], s: EvalSettings, reset_hook):
     n = len(seeds)
+    gens = None if s.deterministic else _generators(policy, seeds)
     obs, _ = env.reset(seed=seeds)
     if reset_hook is not None:
         reset_hook(env, list(range(n)))
@@ -122,7 +151,10 @@ def _run_batch(policy: ChunkPolicy, env, seeds: list[int], s: EvalSettings, rese
     q_pos = 0
     while active.any():
         if queue is None or q_pos >= (s.replan or queue.shape[1]):
-            queue = np.asarray(policy.act(obs, deterministic=s.deterministic), dtype=np.float32)
+            if gens is None:
+                queue = np.asarray(policy.act(obs, deterministic=True), dtype=np.float32)
+            else:
+                queue = stochastic_act(policy, obs, gens, np.flatnonzero(active))
             q_pos = 0
         if record:
             for j in np.flatnonzero(active):

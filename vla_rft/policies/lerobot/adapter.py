@@ -312,8 +312,9 @@ def _diffusion_chunk(wrapped: PreTrainedPolicy, batch: dict[str, Any], horizon: 
     The observation is repeated ``n_obs_steps`` times (what LeRobot's own queue does on an
     episode's first step: this interface has no per-env history). The sampler's initial noise
     (shared by every row) and its per-step noise come from a generator seeded with
-    ``sampler_seed``, so the chunk is a function of the observation (with a DDPM scheduler the
-    per-step noise is drawn per batch, so a row also depends on the batch size)."""
+    ``sampler_seed``, so the chunk is a function of the observation. Each row runs its own sampler
+    from that seed (a DDPM scheduler draws its per-step noise for the whole batch at once, which
+    would make a row depend on the batch size, and PPO's first ratio differ from 1)."""
     from lerobot.utils.constants import OBS_IMAGES, OBS_STATE
 
     cfg, model = wrapped.config, wrapped.diffusion
@@ -322,9 +323,13 @@ def _diffusion_chunk(wrapped: PreTrainedPolicy, batch: dict[str, Any], horizon: 
     images = torch.stack([batch[key] for key in cfg.image_features], dim=1)  # (B, N, C, H, W)
     obs[OBS_IMAGES] = images[:, None].expand(-1, n, *images.shape[1:])  # (B, n, N, C, H, W)
     cond = model._prepare_global_conditioning(obs)  # (B, D)
-    gen = torch.Generator(device=cond.device).manual_seed(seed)
-    noise = torch.randn((1, cfg.horizon, cfg.action_feature.shape[0]), generator=gen, device=cond.device)
-    actions = model.conditional_sample(b, global_cond=cond, generator=gen, noise=noise.expand(b, -1, -1))
+    shape = (1, cfg.horizon, cfg.action_feature.shape[0])
+    rows = []
+    for i in range(b):  # one sampler per row, each from the same seed: a row never depends on the batch
+        gen = torch.Generator(device=cond.device).manual_seed(seed)
+        noise = torch.randn(shape, generator=gen, device=cond.device)
+        rows.append(model.conditional_sample(1, global_cond=cond[i:i + 1], generator=gen, noise=noise))
+    actions = torch.cat(rows)
     start = n - 1
     return actions[:, start:start + horizon], cond
 
