@@ -67,7 +67,7 @@ class FinetuneConfig:
     eval_every: int = 10
     """Evaluate every this many iterations, and after the last (0 disables periodic evaluation)."""
     eval_episodes: int = 20
-    """Episodes per task and evaluation (0: no evaluation, e.g. for a source that is not a sims task)."""
+    """Episodes per task and evaluation; 0 turns evaluation off (for a source that is not a sims task)."""
     eval_seed: int = 100000
     """Evaluation episode i uses seed eval_seed + i (kept apart from training seeds)."""
     eval_num_envs: int = 8
@@ -75,7 +75,7 @@ class FinetuneConfig:
     retain_tasks: list[str] = field(default_factory=list)
     """Other tasks evaluated alongside the target (success kept on pretraining tasks)."""
     source: str = "sim"
-    """Rollout source: sim (MuJoCo vector env in this process, see --vector), ray (the envs split over Ray actors), fake (a numpy toy task, tests) or any registered name (vla_rft.sources.register_source)."""
+    """Rollout source, sim (MuJoCo vector env in this process, see --vector), ray (the envs split over Ray actors), fake (a numpy toy task for tests) or any name registered with vla_rft.sources.register_source."""
     ray_workers: int = 2
     """Ray actors (source ray); the envs are split between them."""
     seed: int = 0
