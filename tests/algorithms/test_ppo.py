@@ -10,7 +10,12 @@ import torch
 from policy_fixtures import make_obs, make_policy
 from synthetic_env import point_source
 
-from vla_rft.algorithms.losses import KLToReference, L2ToInit, NonFiniteLossError, clipped_value_loss
+from vla_rft.algorithms.losses import (
+    KLToReference,
+    L2ToInit,
+    NonFiniteLossError,
+    clipped_value_loss,
+)
 from vla_rft.algorithms.optim import RLOptimConfig
 from vla_rft.algorithms.pg import PGBatch, clipped_policy_loss
 from vla_rft.algorithms.ppo import PPO, PPOConfig

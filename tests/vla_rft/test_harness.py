@@ -57,12 +57,12 @@ def test_stochastic_evaluation_is_seeded_per_episode_whatever_the_batching():
         policy.head.log_std.fill_(0.0)  # wide noise: the samples differ visibly
     obs = {"observation.images.front": np.zeros((3, 32, 32, 3), np.uint8), "task": ["reach the red target"] * 3,
            "observation.state": np.random.default_rng(0).standard_normal((3, 14)).astype(np.float32)}
-    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2, 3)]  # noqa: E731
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
     both = stochastic_act(policy, obs, gens(), np.array([0, 1, 2]))
     only_one = stochastic_act(policy, obs, gens(), np.array([1]))
     np.testing.assert_array_equal(both[1], only_one[1])
     assert not np.array_equal(both[0], both[1]) and not only_one[0].any()
-    settings = dict(episodes=3, cameras=["front"], image_size=32, deterministic=False)
+    settings = {"episodes": 3, "cameras": ["front"], "image_size": 32, "deterministic": False}
     a = evaluate(policy, ["reach_target"], EvalSettings(num_envs=1, **settings))
     b = evaluate(policy, ["reach_target"], EvalSettings(num_envs=3, **settings))
     assert a["per_task"] == b["per_task"]

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vla_rft.errors import UserInputError
 from vla_rft.algorithms.pg import ClippedPG, PGBatch, PGConfig, flatten_rollout
 from vla_rft.algorithms.rollout import ChunkRollout, first_episode_success
+from vla_rft.errors import UserInputError
 
 LOSS_AGGS = ("rollout", "constant", "chunk")
 

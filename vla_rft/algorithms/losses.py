@@ -15,8 +15,9 @@ any head whose log-prob is defined on its latent, the flow head's Euler chain in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch

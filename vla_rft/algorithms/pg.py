@@ -26,10 +26,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from vla_rft.errors import UserInputError
 from vla_rft.algorithms.losses import LossTerm, apply_terms, check_finite, forward_kl, subsample_obs
-from vla_rft.algorithms.optim import RLOptimConfig, clip_and_norm, lr_factor, make_rl_optimizer, set_lr_factor
+from vla_rft.algorithms.optim import (
+    RLOptimConfig,
+    clip_and_norm,
+    lr_factor,
+    make_rl_optimizer,
+    set_lr_factor,
+)
 from vla_rft.algorithms.rollout import ChunkRollout, flat_obs
+from vla_rft.errors import UserInputError
 
 RATIO_LEVELS = ("chunk", "step", "chunk_mean")
 
@@ -118,7 +124,7 @@ def flatten_rollout(ro: ChunkRollout, advantages: np.ndarray, weights: np.ndarra
                     device: Any) -> PGBatch:
     """The valid (t, n) slots of a rollout as one :class:`PGBatch`; the (T, N) arrays are flattened alike."""
     idx = np.flatnonzero(ro.valid.reshape(-1))
-    t = lambda a: torch.as_tensor(np.ascontiguousarray(a).reshape(len(ro.valid.reshape(-1)), *a.shape[2:])[idx],  # noqa: E731
+    t = lambda a: torch.as_tensor(np.ascontiguousarray(a).reshape(len(ro.valid.reshape(-1)), *a.shape[2:])[idx],
                                   dtype=torch.float32, device=device)
     latents = ro.latents.reshape(-1, *ro.latents.shape[2:])[torch.as_tensor(idx)].to(device)
     return PGBatch(flat_obs(ro.obs, idx), latents, t(ro.log_probs), t(ro.executed).bool(), t(advantages),

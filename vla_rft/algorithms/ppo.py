@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_rft.errors import UserInputError
 from vla_rft.algorithms.losses import clipped_value_loss, normalize_advantages
 from vla_rft.algorithms.pg import ClippedPG, PGBatch, PGConfig, flatten_rollout
 from vla_rft.algorithms.rollout import ChunkRollout, chunk_gae
+from vla_rft.errors import UserInputError
 
 
 @dataclass

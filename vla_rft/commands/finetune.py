@@ -27,11 +27,11 @@ from vla_rft.algorithms.grpo import GRPOConfig
 from vla_rft.algorithms.losses import RegularizerConfig
 from vla_rft.algorithms.optim import RLOptimConfig
 from vla_rft.algorithms.ppo import PPOConfig
-from vla_rft.run import LoggingConfig
+from vla_rft.trainer import TrainRunOptions, resumed_config
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(TrainRunOptions):
     """Online RL fine-tuning of a policy on one task (PPO or GRPO over action chunks)."""
 
     algo: str = "ppo"
@@ -82,18 +82,6 @@ class FinetuneConfig:
     """Seeds env resets, chunk sampling and minibatch shuffling."""
     save_every: int = 10
     """Write checkpoints/last every this many iterations (and at the end)."""
-    stop_at: int | None = None
-    """Stop after this iteration with a resumable checkpoint, as if interrupted (schedule unchanged)."""
-    resume: str | None = None
-    """Resume the run in this run directory from its checkpoints/last, with its stored config."""
-    num_threads: int = 1
-    """torch CPU threads (1 by default on the shared 2-core machine)."""
-    device: str = "cpu"
-    """torch device."""
-    json: bool = False
-    """Print one JSON object (the run summary) on stdout."""
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    """Run directory and wandb settings."""
 
 
 # ------------------------------------------------------------------------------ setup
@@ -183,19 +171,7 @@ def build_online(cfg: FinetuneConfig, policy: Any, reference: Any, terms: list[A
 
 
 def _resumed_config(cfg: FinetuneConfig) -> FinetuneConfig:
-    """The stored config of ``cfg.resume``; only stop_at and json come from the command line."""
-    import yaml
-
-    from vla_rft.config import from_dict
-
-    run_dir = Path(cfg.resume or "")
-    stored = run_dir / "config.yaml"
-    if not stored.is_file():
-        raise FileNotFoundError(f"'{run_dir}' is not a finetune run directory (no config.yaml)")
-    resumed = from_dict(FinetuneConfig, yaml.safe_load(stored.read_text()))
-    resumed.stop_at, resumed.json, resumed.resume = cfg.stop_at, cfg.json, str(run_dir)
-    resumed.logging.root, resumed.logging.name = str(run_dir.parent), run_dir.name
-    return resumed
+    return resumed_config(FinetuneConfig, cfg, "finetune")
 
 
 # ------------------------------------------------------------------------------ evaluation

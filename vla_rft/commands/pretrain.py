@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vla_rft.errors import UserInputError
 from vla_rft.policies.training import OptimConfig
-from vla_rft.run import LoggingConfig
+from vla_rft.trainer import TrainRunOptions, resumed_config
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TrainRunOptions):
     """Multi-task behaviour cloning of a policy on LeRobotDatasets."""
 
     datasets: list[str] = field(default_factory=list)
@@ -51,18 +50,6 @@ class PretrainConfig:
     """Write a metrics.jsonl record every this many steps."""
     save_every: int = 500
     """Keep a checkpoints/step_N every this many steps (0 keeps only checkpoints/last)."""
-    stop_at: int | None = None
-    """Stop after this step with a resumable checkpoint, as if interrupted (schedule unchanged)."""
-    resume: str | None = None
-    """Resume the run in this run directory from its checkpoints/last, with its stored config."""
-    num_threads: int = 1
-    """torch CPU threads (1 by default, as 2 contending threads ran 5x slower on the shared 2-core machine)."""
-    device: str = "cpu"
-    """torch device."""
-    json: bool = False
-    """Print one JSON object (the run summary) on stdout."""
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    """Run directory and wandb settings."""
 
 
 # ------------------------------------------------------------------------------ data
@@ -127,20 +114,7 @@ def build_policy(cfg: PretrainConfig, table: Any) -> Any:
 
 
 def _resumed_config(cfg: PretrainConfig) -> PretrainConfig:
-    """The stored config of the run in ``cfg.resume``; only ``stop_at`` and ``json`` come
-    from the command line (anything else would change what the resumed run computes)."""
-    import yaml
-
-    from vla_rft.config import from_dict
-
-    run_dir = Path(cfg.resume)
-    stored = run_dir / "config.yaml"
-    if not stored.is_file():
-        raise FileNotFoundError(f"'{run_dir}' is not a pretrain run directory (no config.yaml)")
-    resumed = from_dict(PretrainConfig, yaml.safe_load(stored.read_text()))
-    resumed.stop_at, resumed.json, resumed.resume = cfg.stop_at, cfg.json, str(run_dir)
-    resumed.logging.root, resumed.logging.name = str(run_dir.parent), run_dir.name
-    return resumed
+    return resumed_config(PretrainConfig, cfg, "pretrain")
 
 
 # ------------------------------------------------------------------------------ training

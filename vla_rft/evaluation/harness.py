@@ -114,7 +114,7 @@ def stochastic_act(policy: Any, obs: dict[str, Any], generators: list[Any], rows
     so an episode's samples depend on its seed only, not on which episodes share the batch."""
     out: np.ndarray | None = None
     for j in rows:
-        row = {k: (v[j:j + 1] if not isinstance(v, list) else v[j:j + 1]) for k, v in obs.items()}
+        row = {k: v[j:j + 1] for k, v in obs.items()}
         chunk = np.asarray(policy.act(row, deterministic=False, generator=generators[j]), dtype=np.float32)
         if out is None:
             out = np.zeros((len(obs["task"]), *chunk.shape[1:]), np.float32)

@@ -19,8 +19,9 @@ which is how ``vla-rft finetune --source NAME`` picks one without the trainer kn
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -100,6 +101,6 @@ def make_source(name: str, spec: SourceSpec) -> RolloutSource:
 
 
 def _register_builtins() -> None:
-    import vla_rft.sources.fake  # noqa: F401
-    import vla_rft.sources.ray_source  # noqa: F401
+    import vla_rft.sources.fake
+    import vla_rft.sources.ray_source
     import vla_rft.sources.vector  # noqa: F401

@@ -10,7 +10,7 @@ is not a gymnasium env, which is what a world model's imagined env will be.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

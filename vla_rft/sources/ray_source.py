@@ -8,7 +8,8 @@ episode as with the in-process ``sim`` source, so the two give the same rollouts
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class RaySource:
         finals: dict[int, Any] = {}
         for p, off in zip(parts, self.offsets[:-1]):
             finals.update({int(off) + i: o for i, o in p.final_obs.items()})
-        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])
         return ChunkStep(_cat_obs([p.obs for p in parts]), cat("rewards"), cat("executed"), cat("terminated"),
                          cat("truncated"), cat("success"), finals)
 

@@ -14,7 +14,8 @@ chunk's last step, resets and episode ends (the data are the same, tested).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
