@@ -240,10 +240,10 @@ class Trainer:
         """One line per evaluation where there is no progress bar (log files, CI)."""
         if tty:
             return
-        parts = [f"{k.removeprefix('eval').strip('/') or 'target'} {v:.3f}" for k, v in ev.items()
-                 if k.endswith("success_rate")]
+        parts = [f"{'target' if k == 'eval/success_rate' else k.removesuffix('/success_rate').split('/')[-1]} {v:.3f}"
+                 for k, v in ev.items() if k.endswith("success_rate")]
         print(f"{self.desc}: iteration {iteration}/{self.cfg.iterations}, env steps {self.counters['env_steps']}: "
-              f"success {', '.join(parts)}", file=sys.stderr, flush=True)
+              f"eval success {', '.join(parts)}", file=sys.stderr, flush=True)
 
 
 def algo_postfix(metrics: dict[str, Any]) -> list[str]:

@@ -231,3 +231,9 @@ def test_the_learning_rate_schedule_follows_the_wall_clock_budget(tmp_path):
     progress = [r["progress"] for r in rows]
     assert progress == sorted(progress) and progress[-1] > 0.8 > rows[-1]["step"] / 1000
     assert rows[-1]["train/lr/policy"] < 0.25 * 1e-3
+
+
+def test_without_a_terminal_each_evaluation_prints_one_line(tmp_path, capsys):
+    train(_cfg(tmp_path, "log"))  # stderr is captured (not a terminal): no progress bar
+    lines = [x for x in capsys.readouterr().err.splitlines() if "eval success target" in x]
+    assert [x.split(",")[0] for x in lines] == ["finetune ppo: iteration 2/4", "finetune ppo: iteration 4/4"]
