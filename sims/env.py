@@ -161,12 +161,12 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         dense = 1.0 if success else self.task.dense_reward(self.physics)
         if self.reward_type == "dense":
             reward = dense
-        else:
+        elif self.reward_type == "sparse":
             reward = float(success)
-        terminated = success and self.terminate_on_success
-        if self.reward_type == "potential":  # shaping gamma * phi(s') - phi(s), plus the success reward
+        else:  # shaping gamma * phi(s') - phi(s), plus the success reward
             reward = self.potential_gamma * dense - self._phi + float(success)
         self._phi = dense
+        terminated = success and self.terminate_on_success
         info = self._info(clipped, success=success, dense=dense)
         render = (not self.lazy_frames or self._frames_requested or terminated
                   or (self.episode_limit is not None and self.elapsed_steps >= self.episode_limit))

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from vla_rft.algorithms.losses import LossTerm, apply_terms
+from vla_rft.algorithms.optim import clip_and_norm
 from vla_rft.policies.training import OptimConfig, cosine_lr, make_adamw, set_lr
 
 
@@ -60,11 +60,7 @@ class BC:
             metrics = {**metrics, **extra_metrics}
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = [p for p in self.policy.parameters() if p.grad is not None]
-        if self.optim_cfg.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.optim_cfg.grad_clip))
-        else:
-            grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+        grad_norm = float(clip_and_norm(list(self.policy.parameters()), self.optim_cfg.grad_clip))
         self.optimizer.step()
         self.losses.append(float(metrics["loss"]))
         return {**metrics, "lr": lr, "grad_norm": grad_norm}

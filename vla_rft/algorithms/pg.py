@@ -124,8 +124,10 @@ def flatten_rollout(ro: ChunkRollout, advantages: np.ndarray, weights: np.ndarra
                     device: Any) -> PGBatch:
     """The valid (t, n) slots of a rollout as one :class:`PGBatch`; the (T, N) arrays are flattened alike."""
     idx = np.flatnonzero(ro.valid.reshape(-1))
-    t = lambda a: torch.as_tensor(np.ascontiguousarray(a).reshape(len(ro.valid.reshape(-1)), *a.shape[2:])[idx],
-                                  dtype=torch.float32, device=device)
+
+    def t(a: np.ndarray) -> torch.Tensor:  # (T, N, ...) -> the valid rows of (T * N, ...)
+        return torch.as_tensor(np.reshape(a, (-1, *a.shape[2:]))[idx], dtype=torch.float32, device=device)
+
     latents = ro.latents.reshape(-1, *ro.latents.shape[2:])[torch.as_tensor(idx)].to(device)
     return PGBatch(flat_obs(ro.obs, idx), latents, t(ro.log_probs), t(ro.executed).bool(), t(advantages),
                    t(weights), t(returns), t(ro.values))

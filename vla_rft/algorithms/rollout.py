@@ -65,13 +65,11 @@ class ChunkSample:
 
 @torch.no_grad()
 def sample_chunks(policy: Any, obs: Obs, generator: torch.Generator, with_value: bool) -> ChunkSample:
-    """Sample chunks (and values) in one trunk pass. The stored per-step log-probs are computed by
-    the same ``step_log_prob`` the update uses, so the first update's ratio is exactly 1."""
-    tokens_and_pooled = policy.features(policy.prepare(obs))
-    tokens = tokens_and_pooled.action_tokens
-    latent, _ = policy.head.sample(tokens, generator)
-    step_logp = policy.head.step_log_prob(tokens, latent)
-    value = policy.value_net(tokens_and_pooled.pooled).squeeze(-1) if with_value else None
+    """Sample chunks, their per-step log-probs (the densities ``step_log_prob`` gives, so the first
+    update's ratio is 1; tested) and values in one trunk pass."""
+    feats = policy.features(policy.prepare(obs))
+    latent, step_logp = policy.head.sample(feats.action_tokens, generator)
+    value = policy.value_net(feats.pooled).squeeze(-1) if with_value else None
     chunk = policy.latent_to_chunk(latent).clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
     return ChunkSample(latent, step_logp, value, chunk)
 
@@ -198,8 +196,8 @@ class ChunkCollector:
                                  "success": bool(out.success[i])})
             ep_ret[ended], ep_len[ended] = 0.0, 0
             finished |= ended
-            truncated = [i for i in np.flatnonzero(out.truncated & ~out.terminated)]
-            if truncated and with_values:  # bootstrap from the truncated episodes' last observations
+            truncated = np.flatnonzero(out.truncated & ~out.terminated)
+            if len(truncated) and with_values:  # bootstrap from the truncated episodes' last observations
                 next_values[t, truncated] = values_of(policy, cat_obs([out.final_obs[int(i)] for i in truncated]))
             obs = out.obs
         last_values = values_of(policy, obs) if with_values else np.zeros(n)

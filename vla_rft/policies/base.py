@@ -255,7 +255,8 @@ class Policy(nn.Module, ABC):
 
     def sample_latent(self, obs: Obs, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(latent (B, L, h, A) normalized, log_prob (B,)): what RL code stores for any head."""
-        return self.head.sample(self.features(self.prepare(obs)).action_tokens, generator)
+        latent, step_logp = self.head.sample(self.features(self.prepare(obs)).action_tokens, generator)
+        return latent, step_logp.sum(dim=-1)
 
     def latent_to_chunk(self, latent: torch.Tensor) -> torch.Tensor:
         """The env-unit chunk (B, h, A), unclipped, that a latent ends in."""

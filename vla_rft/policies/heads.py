@@ -55,7 +55,7 @@ class ActionHead(nn.Module, ABC):
 
     @abstractmethod
     def sample(self, tokens: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(latent (B, L, h, A), log_prob (B,))."""
+        """(latent (B, L, h, A), per-step log_prob (B, h), the same values :meth:`step_log_prob` gives)."""
 
     @abstractmethod
     def step_log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
@@ -116,8 +116,7 @@ class GaussianChunkHead(ActionHead):
         mean, log_std = self.mean(tokens), self._log_std()
         eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         chunk = mean + eps * torch.exp(log_std)
-        logp = gaussian_log_density(chunk, mean, log_std).sum(dim=(-2, -1))
-        return chunk[:, None], logp
+        return chunk[:, None], gaussian_log_density(chunk, mean, log_std).sum(dim=-1)
 
     def step_log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         return gaussian_log_density(latent[:, -1], self.mean(tokens), self._log_std()).sum(dim=-1)
@@ -177,17 +176,17 @@ class FlowMatchingHead(ActionHead):
 
     def _integrate(self, tokens: torch.Tensor, x0: torch.Tensor, noisy: bool,
                    generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Euler chain (B, K+1, h, A) from x0 and its log-prob (B,) (zero when not ``noisy``)."""
+        """Euler chain (B, K+1, h, A) from x0 and its per-step log-prob (B, h) (zero when not ``noisy``)."""
         cond, dt = self.cond(tokens), 1.0 / self.steps
         log_sigma = self._log_noise()
-        xs, logp = [x0], x0.new_zeros(x0.shape[0])
+        xs, logp = [x0], x0.new_zeros(x0.shape[:2])
         for k in range(self.steps):
             t = x0.new_full((x0.shape[0],), k * dt)
             mean = xs[-1] + dt * self.velocity(cond, xs[-1], t)
             if noisy:
                 eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
                 nxt = mean + eps * torch.exp(log_sigma)
-                logp = logp + gaussian_log_density(nxt, mean, log_sigma).sum(dim=(-2, -1))
+                logp = logp + gaussian_log_density(nxt, mean, log_sigma).sum(dim=-1)
             else:
                 nxt = mean
             xs.append(nxt)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_rft.contract import TASK_KEY
+from vla_rft.algorithms.rollout import cat_obs
 from vla_rft.sources.base import ChunkStep, Obs, SourceSpec, register_source
 
 
@@ -44,12 +44,6 @@ class _Actor:
         self.source.close()
 
 
-def _cat_obs(parts: list[Obs]) -> Obs:
-    out: Obs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != TASK_KEY}
-    out[TASK_KEY] = [t for p in parts for t in p[TASK_KEY]]
-    return out
-
-
 class RaySource:
     """``spec.workers`` Ray actors, each stepping a slice of ``spec.num_envs`` sim envs."""
 
@@ -75,7 +69,7 @@ class RaySource:
 
     def reset(self, seeds: Sequence[int]) -> Obs:
         seeds = list(seeds)
-        return _cat_obs(self.ray.get([a.reset.remote(seeds[s]) for a, s in zip(self.actors, self._slices())]))
+        return cat_obs(self.ray.get([a.reset.remote(seeds[s]) for a, s in zip(self.actors, self._slices())]))
 
     def step(self, chunks: np.ndarray) -> ChunkStep:
         parts: list[ChunkStep] = self.ray.get([a.step.remote(chunks[s]) for a, s in zip(self.actors, self._slices())])
@@ -83,7 +77,7 @@ class RaySource:
         for p, off in zip(parts, self.offsets[:-1]):
             finals.update({int(off) + i: o for i, o in p.final_obs.items()})
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])
-        return ChunkStep(_cat_obs([p.obs for p in parts]), cat("rewards"), cat("executed"), cat("terminated"),
+        return ChunkStep(cat_obs([p.obs for p in parts]), cat("rewards"), cat("executed"), cat("terminated"),
                          cat("truncated"), cat("success"), finals)
 
     def close(self) -> None:

@@ -262,7 +262,7 @@ class ExplorationHead(GaussianChunkHead):
         log_std = self._log_std()
         eps = torch.randn(tokens.shape, generator=generator, dtype=tokens.dtype, device=tokens.device)
         chunk = tokens + eps * torch.exp(log_std) * self.active  # (B, h, A)
-        return chunk[:, None], self._density(chunk, tokens, log_std).sum(dim=-1)
+        return chunk[:, None], self._density(chunk, tokens, log_std)
 
     def step_log_prob(self, tokens: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         return self._density(latent[:, -1], tokens, self._log_std())
