@@ -13,6 +13,8 @@ ROBOSUITE="${VLA_RFT_ROBOSUITE:-1}"
 
 # 1. Debian libraries: EGL/OSMesa for MuJoCo's headless renderer, libav* for torchcodec video decoding.
 APT_PKGS="libegl1 libosmesa6 libgl1 libglib2.0-0 libavcodec59 libavformat59 libavutil57 libswscale6 libavdevice59 libavfilter8 libswresample4"
+# The dev extra's report test renders the HTML report in headless Chromium (selenium + chromedriver).
+case ",$EXTRAS," in *,dev,*) APT_PKGS="$APT_PKGS chromium chromium-driver" ;; esac
 missing=$(for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

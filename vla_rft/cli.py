@@ -27,6 +27,7 @@ commands:
   bench policy measure policy inference latency (presets x batch x resolution) and sizes
   serve        serve a policy over websockets + msgpack (robots.server)
   deploy       run a policy on a robot at a fixed rate, safety-filtered, logging a LeRobotDataset
+  report       one static HTML page from run directories: curves, tables, retention, videos, configs
 
 Run 'vla-rft <command> --help' for a command's options."""
 
@@ -39,6 +40,8 @@ class Command:
     run: Callable[[Any], Any]
     help: str
     group: str | None = None
+    positional: str | None = None
+    """A list field that takes the command's bare arguments (vla-rft report RUN_DIR...)."""
 
 
 def _commands() -> dict[str, Command]:
@@ -66,7 +69,25 @@ def _commands() -> dict[str, Command]:
         "bench policy": Command(lambda: bench_policy.BenchPolicyConfig, bench_policy.run, "policy benchmark"),
         "serve": Command(lambda: deploy.ServeConfig, deploy.run_serve, "policy server"),
         "deploy": Command(lambda: deploy.DeployConfig, deploy.run, "deploy a policy on a robot"),
+        "report": Command(lambda: _report().ReportConfig, lambda c: _report().run(c), "HTML report of runs",
+                          positional="runs"),
     }
+
+
+def _report() -> Any:
+    from vla_rft import report
+
+    return report
+
+
+def _positional(rest: list[str], field_name: str) -> list[str]:
+    """Bare arguments before the first option become ``--field_name '[a,b]'``."""
+    bare = []
+    while rest and not rest[0].startswith("-"):
+        bare.append(rest.pop(0))
+    if bare:
+        rest = [f"--{field_name}", "[" + ",".join(bare) + "]", *rest]
+    return rest
 
 
 def _split_command(argv: list[str], names: list[str]) -> tuple[str, list[str]]:
@@ -106,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     from vla_rft.errors import USER_ERRORS
+    from vla_rft.run import warning_log
 
+    warning_log.install()
     try:
         commands = _commands()
         name, rest = _split_command(argv, list(commands))
@@ -119,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from vla_rft.config import parse_config
 
+        if cmd.positional:
+            rest = _positional(list(rest), cmd.positional)
         cfg = parse_config(cfg_cls, rest, group=cmd.group)
         result = cmd.run(cfg)
         return int(result) if isinstance(result, int) else 0

@@ -86,19 +86,58 @@ class RunDir:
             self.wandb_run = None
 
 
+class WarningLog:
+    """Python warnings (third-party libraries' above all) go to the run's ``warnings.log``, not
+    to the user's terminal; those raised before a run directory exists are kept until one does.
+    ``VLA_RFT_WARNINGS=show`` prints them as Python would."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.pending: list[str] = []
+
+    def install(self) -> None:
+        import os
+        import warnings
+
+        if os.environ.get("VLA_RFT_WARNINGS", "") != "show":
+            warnings.showwarning = self._show
+
+    def _show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        import warnings
+
+        text = warnings.formatwarning(message, category, filename, lineno, line)
+        if self.path is None:
+            self.pending.append(text)
+            return
+        with open(self.path, "a") as f:
+            f.write(text)
+
+    def attach(self, path: Path) -> None:
+        self.path = path
+        if self.pending:
+            with open(path, "a") as f:
+                f.writelines(self.pending)
+            self.pending = []
+
+
+warning_log = WarningLog()
+
+
 def open_run(command: str, cfg: Any, logging: LoggingConfig, *, resume: bool = False) -> RunDir:
     """Create (or, with ``resume``, reopen) a run directory and write the resolved config."""
     from vla_rft.config import to_yaml
 
+    if logging.wandb not in ("offline", "online", "disabled"):  # checked before anything is written
+        raise ConfigError(f"logging.wandb must be 'offline', 'online' or 'disabled', got '{logging.wandb}'")
     name = logging.name or f"{command}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     path = Path(logging.root) / name
     if path.exists() and not resume and any(path.iterdir()):
         raise FileExistsError(f"run directory '{path}' already exists; pass a new --logging.name or resume")
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path / "config.yaml", to_yaml(cfg))
+    atomic_write_text(path / "run.json", json.dumps({"command": command}) + "\n")
     run = RunDir(path=path)
-    if logging.wandb not in ("offline", "online", "disabled"):
-        raise ConfigError(f"logging.wandb must be 'offline', 'online' or 'disabled', got '{logging.wandb}'")
+    warning_log.attach(path / "warnings.log")
     if logging.wandb != "disabled":
         import wandb
 

@@ -148,23 +148,28 @@ def test_collect_dart_noise_perturbs_execution_not_labels(tmp_path):
     assert p.returncode == 2 and "--noise must be >= 0" in p.stderr
 
 
-def test_quickstart_runs_end_to_end_and_writes_its_report(tmp_path):
-    """The README's main job, shrunk (2 demos, 3 steps, 2 episodes): every stage runs and the
-    report and summary say what was measured."""
-    p = vla("quickstart", "--demos", "2", "--steps", "3", "--eval_episodes", "2", "--root", str(tmp_path),
-            "--name", "qs")
+def test_quickstart_from_scratch_runs_every_stage(tmp_path):
+    """The README's main job with --from_scratch, shrunk (2 demos, 3 BC steps, a few seconds of
+    PPO, 2 episodes): every stage runs and the summary and report say what was measured."""
+    p = vla("quickstart", "--from_scratch", "--demos", "2", "--steps", "3", "--retain_tasks", "[reach_target]",
+            "--target", "press_button", "--eval_episodes", "2", "--retain_episodes", "2", "--videos", "1",
+            "--num_envs", "2", "--minutes", "0.05", "--curve_episodes", "0", "--vector", "sync", "--root", str(tmp_path),
+            "--name", "qs", "--json")
     root = tmp_path / "qs"
-    s = json.loads((root / "summary.json").read_text())
-    assert s["run_dir"] == str(root) and (root / "summary.json").is_file()
-    assert set(s["expert_success"]) == set(s["pretrain_tasks"]) and s["target"] not in s["pretrain_tasks"]
-    assert s["pretrain"]["step"] == 3 and s["pretrain"]["frames"] > 0
-    per_task = s["eval"]["per_task"]
-    assert set(per_task) == {*s["pretrain_tasks"], s["target"]}
-    assert all(r["episodes"] == 2 for r in per_task.values())
-    report = next(root.glob("report*.md")).read_text()
-    assert s["target"] in report and "tiny_kp" in report
-    p = vla("quickstart", "--root", str(tmp_path), "--name", "qs", check=False)
-    assert p.returncode == 2 and "already exists" in p.stderr
+    s = json.loads(p.stdout)  # exactly one JSON object on stdout
+    assert s == json.loads((root / "summary.json").read_text())
+    assert s["run_dir"] == str(root) and s["start_policy"] == str(root / "pretrain" / "checkpoints" / "last")
+    assert json.loads((root / "pretrain" / "summary.json").read_text())["step"] == 3
+    assert (root / "data" / "reach_target" / "meta" / "info.json").is_file()
+    assert s["iterations"] >= 1 and s["env_steps"] > 0
+    for stage in ("before", "after"):
+        per_task = s[stage]["per_task"]
+        assert set(per_task) == {"press_button", "reach_target"} and all(r["episodes"] == 2 for r in per_task.values())
+    assert set(s["seconds"]) >= {"pretrain_s", "eval_before_s", "finetune_s", "eval_after_s"}
+    page = (root / "report.html").read_text()
+    assert "press_button (target)" in page and page.count("<video") == 4
+    p = vla("quickstart", "--root", str(tmp_path), "--name", "qs", check=False)  # other settings: refused
+    assert p.returncode == 2 and "other settings" in p.stderr
 
 
 @pytest.mark.parametrize("bug", [ValueError("internal"), TypeError("internal")])

@@ -89,7 +89,21 @@ def _check(cfg: EvalConfig) -> None:
 
 
 def run(cfg: EvalConfig) -> int:
+    """CLI entry: evaluate, print a table (or one JSON object)."""
     from vla_rft.cli import print_json
+
+    res = evaluate_policy(cfg)
+    if cfg.json:
+        print_json(res)
+    else:
+        _print_table(res)
+    return 0
+
+
+def evaluate_policy(cfg: EvalConfig, *, episodes: dict[str, int] | None = None, progress=None) -> dict[str, Any]:
+    """Evaluate into a run directory (summary.json, videos); returns the summary.
+
+    ``episodes`` sets episodes per task where they differ from ``cfg.episodes``."""
     from vla_rft.evaluation.harness import EvalSettings, evaluate
     from vla_rft.run import open_run
 
@@ -104,7 +118,8 @@ def run(cfg: EvalConfig) -> int:
     video_dir = run_dir.videos if cfg.video else None
     if cfg.policy == "scripted:expert":
         expert = ScriptedExpertPolicy()
-        res = evaluate(expert, list(cfg.tasks), settings, video_dir=video_dir, reset_hook=expert.reset_hook)
+        res = evaluate(expert, list(cfg.tasks), settings, video_dir=video_dir, reset_hook=expert.reset_hook,
+                       episodes=episodes, progress=progress)
     else:
         from vla_rft.policies.base import load_policy
 
@@ -112,16 +127,12 @@ def run(cfg: EvalConfig) -> int:
         spec = policy.spec
         settings = dataclasses.replace(settings, cameras=list(spec.cameras), image_size=int(spec.image_size[0]))
         with torch.inference_mode():
-            res = evaluate(policy, list(cfg.tasks), settings, video_dir=video_dir)
+            res = evaluate(policy, list(cfg.tasks), settings, video_dir=video_dir, episodes=episodes, progress=progress)
     res["policy"] = cfg.policy
     res["run_dir"] = str(run_dir.path)
     run_dir.write_summary(res)
     run_dir.finish()
-    if cfg.json:
-        print_json(res)
-    else:
-        _print_table(res)
-    return 0
+    return res
 
 
 def _print_table(res: dict[str, Any]) -> None:

@@ -81,11 +81,12 @@ def make_vector_env(task: str, n: int, settings: EvalSettings, *, obs_mode: str 
 
 
 def run_task(policy: ChunkPolicy, task: str, settings: EvalSettings, *, video_dir: str | os.PathLike | None = None,
-             reset_hook=None) -> TaskResult:
+             reset_hook=None, progress=None) -> TaskResult:
     """Run ``settings.episodes`` seeded episodes of ``task``; returns per-episode outcomes.
 
     ``reset_hook(env, indices)`` is called after each batch reset (stateful policies, e.g.
-    scripted experts, use it to reset their per-env state).
+    scripted experts, use it to reset their per-env state); ``progress(n)`` after each batch of
+    ``n`` finished episodes (a progress bar).
     """
     n_total = settings.episodes
     outcomes: list[bool] = []
@@ -104,6 +105,8 @@ def run_task(policy: ChunkPolicy, task: str, settings: EvalSettings, *, video_di
                     if start + j < settings.videos:
                         _write_video(Path(video_dir) / f"{task}_ep{start + j:03d}_{'success' if ok[j] else 'fail'}.mp4",
                                      frames[j])
+            if progress is not None:
+                progress(b)
     finally:
         env.close()
     return TaskResult(task, int(sum(outcomes)), n_total, float(np.mean(lengths)), lengths, outcomes)
@@ -180,9 +183,16 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
 
 
 def evaluate(policy: ChunkPolicy, tasks: list[str], settings: EvalSettings, *,
-             video_dir: str | os.PathLike | None = None, reset_hook=None) -> dict[str, Any]:
-    """Evaluate on each task; the overall rate pools all episodes (equal episodes per task)."""
-    results = [run_task(policy, t, settings, video_dir=video_dir, reset_hook=reset_hook) for t in tasks]
+             video_dir: str | os.PathLike | None = None, reset_hook=None, progress=None,
+             episodes: dict[str, int] | None = None) -> dict[str, Any]:
+    """Evaluate on each task; the overall rate pools all episodes.
+
+    ``episodes`` overrides ``settings.episodes`` per task (e.g. more on a target than on
+    retention tasks); ``progress(n)`` is called as episodes finish."""
+    import dataclasses
+
+    results = [run_task(policy, t, dataclasses.replace(settings, episodes=(episodes or {}).get(t, settings.episodes)),
+                        video_dir=video_dir, reset_hook=reset_hook, progress=progress) for t in tasks]
     succ = sum(r.successes for r in results)
     n = sum(r.episodes for r in results)
     lo, hi = wilson_interval(succ, n)

@@ -410,6 +410,24 @@ def policy_from_checkpoint(ckpt: Checkpoint, where: str = "checkpoint") -> Polic
     return policy.eval()
 
 
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "assets" / "policies"
+"""Policies shipped inside the package (a few MB each), loadable as ``pretrained:<name>``."""
+
+
+def pretrained_names() -> list[str]:
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "meta.json").is_file()) if PRETRAINED_DIR.is_dir() else []
+
+
+def resolve_pretrained(path: str | os.PathLike) -> str | os.PathLike:
+    """``pretrained:<name>`` -> the shipped checkpoint directory (other paths unchanged)."""
+    if not str(path).startswith("pretrained:"):
+        return path
+    name = str(path).removeprefix("pretrained:")
+    if name not in pretrained_names():
+        raise CheckpointError(f"no shipped policy '{name}'; shipped: {', '.join(pretrained_names()) or 'none'}")
+    return PRETRAINED_DIR / name
+
+
 def load_policy(path: str | os.PathLike, *, cameras: list[str] | None = None, state_dim: int | None = None,
                 action_dim: int | None = None, image_size: tuple[int, int] | None = None,
                 device: str = "cpu") -> Policy:
@@ -424,6 +442,7 @@ def load_policy(path: str | os.PathLike, *, cameras: list[str] | None = None, st
     """
     from vla_rft.policies.lerobot import is_lerobot_pretrained_dir
 
+    path = resolve_pretrained(path)
     if is_lerobot_pretrained_dir(path):  # a LeRobot save_pretrained directory, or "lerobot:DIR"
         from vla_rft.policies.lerobot.adapter import load_lerobot_pretrained
 
