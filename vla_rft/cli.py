@@ -8,7 +8,9 @@ progress go to stderr). Bad input exits with status 2 and one line on stderr nam
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,10 +110,42 @@ def _split_command(argv: list[str], names: list[str]) -> tuple[str, list[str]]:
     raise UsageError(f"unknown command '{first}'{hint}; commands: {', '.join(sorted(names))}")
 
 
+_held: list[str] | None = None  # set while a --json command runs: its JSON waits here
+
+
 def print_json(obj: dict[str, Any]) -> None:
     """Print one JSON object on stdout (the only thing a --json command prints there)."""
-    sys.stdout.write(json.dumps(obj, default=_json_default) + "\n")
+    text = json.dumps(obj, default=_json_default) + "\n"
+    if _held is not None:
+        _held.append(text)
+        return
+    sys.stdout.write(text)
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def json_stdout():
+    """While a --json command runs, everything else bound for stdout goes to stderr: Python
+    writes (sys.stdout is stderr) and file-descriptor writes of libraries and subprocesses (fd 1
+    points at stderr; e.g. transformers prints a wandb banner on import). The JSON that
+    print_json held is written to the real stdout when the command returns."""
+    global _held
+    out = sys.stdout
+    out.flush()
+    saved = os.dup(1)
+    _held, sys.stdout = [], sys.stderr
+    try:
+        os.dup2(2, 1)
+        yield
+        held = _held
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        _held, sys.stdout = None, out
+    for text in held:
+        out.write(text)
+    out.flush()
 
 
 def _json_default(v: Any) -> Any:
@@ -145,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         if cmd.positional:
             rest = _positional(list(rest), cmd.positional)
         cfg = parse_config(cfg_cls, rest, group=cmd.group)
-        result = cmd.run(cfg)
+        with json_stdout() if getattr(cfg, "json", False) else contextlib.nullcontext():
+            result = cmd.run(cfg)
         return int(result) if isinstance(result, int) else 0
     except USER_ERRORS as e:
         print(f"vla-rft: error: {e}", file=sys.stderr)
@@ -155,5 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m vla_rft.cli: run the imported module's main (one copy of its state)
+    from vla_rft.cli import main as _main
+
+    sys.exit(_main())

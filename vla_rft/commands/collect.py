@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vla_rft.errors import UserInputError
 
@@ -107,6 +108,9 @@ def collect(cfg: CollectConfig) -> dict:
     if written:
         writer.finalize()
     env.close()
+    from vla_rft.run import warning_log
+
+    warning_log.attach(Path(cfg.out) / "warnings.log")  # lerobot's statistics warnings: kept with the dataset
     rate = successes / cfg.episodes
     lo, hi = wilson_interval(successes, cfg.episodes)
     return {"task": cfg.task, "episodes": cfg.episodes, "success_rate": rate, "out": cfg.out,
