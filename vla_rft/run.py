@@ -72,6 +72,28 @@ class RunDir:
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in rec.items() if k != "step"}, step=int(step))
 
+    def truncate_metrics(self, last_step: int) -> int:
+        """Drop records logged after step ``last_step`` (and a torn last line): a run killed
+        after its last checkpoint logged iterations that its resumed run logs again. Returns
+        how many records were dropped; the file is rewritten atomically."""
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return 0
+        keep, dropped = [], 0
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            if int(rec.get("step", 0)) <= last_step:
+                keep.append(line)
+            else:
+                dropped += 1
+        if dropped:
+            atomic_write_text(path, "".join(x + "\n" for x in keep))
+        return dropped
+
     def write_summary(self, summary: dict[str, Any]) -> Path:
         """Write summary.json atomically (the run's final figures)."""
         path = self.path / "summary.json"

@@ -176,6 +176,7 @@ class Trainer:
         self.counters = {"iteration": int(ckpt.counters.get("iteration", ckpt.step)),
                          "env_steps": int(ckpt.counters.get("env_steps", 0))}
         self.extra.update({k: v for k, v in ckpt.extra.items() if k not in ("optimizer", "trainer")})
+        self.run.truncate_metrics(self.counters["iteration"])  # a killed run logged past its checkpoint
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:

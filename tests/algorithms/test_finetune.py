@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -237,3 +239,70 @@ def test_without_a_terminal_each_evaluation_prints_one_line(tmp_path, capsys):
     train(_cfg(tmp_path, "log"))  # stderr is captured (not a terminal): no progress bar
     lines = [x for x in capsys.readouterr().err.splitlines() if "eval success target" in x]
     assert [x.split(",")[0] for x in lines] == ["finetune ppo: iteration 2/4", "finetune ppo: iteration 4/4"]
+
+
+_KILL_CHILD = r"""
+import sys, time
+sys.path.insert(0, {fixtures!r})
+from vla_rft.sources import register_source
+from vla_rft.sources.fake import PointHomeSource
+from test_finetune import _fake_cfg, _NoisyL2
+from vla_rft.commands.finetune import FinetuneConfig, train, _resumed_config
+from pathlib import Path
+
+
+class Slow(PointHomeSource):  # slow enough that a kill lands between checkpoints
+    def step(self, chunks):
+        time.sleep(0.05)
+        return super().step(chunks)
+
+
+register_source("slow_points")(lambda spec: Slow(spec.num_envs, spec.chunk_size))
+tmp, name, algo, resume = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "resume"
+if resume:
+    cfg = _resumed_config(FinetuneConfig(resume=str(tmp / name)))
+else:
+    cfg = _fake_cfg(tmp, name, algo, source="slow_points", iterations=12, save_every=3)
+train(cfg, extra_terms=[_NoisyL2()])
+"""
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_sigkill_mid_run_then_resume_logs_what_an_uninterrupted_run_logs(tmp_path, algo):
+    """A real kill -9 (not --stop_at) between checkpoints: the resumed run drops the records the
+    killed process logged past its last checkpoint, redoes those iterations, and ends with the
+    metrics and weights of an uninterrupted run (weights that move, a stateful loss term)."""
+    import signal
+    import subprocess
+    import time
+
+    here = Path(__file__).resolve().parent
+    script = tmp_path / "child.py"
+    script.write_text(_KILL_CHILD.format(fixtures=str(here.parent / "policies")))
+    env = {**__import__("os").environ, "PYTHONPATH": str(here)}
+
+    def child(name, mode):
+        return subprocess.Popen([sys.executable, str(script), str(tmp_path), name, algo, mode], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    assert child("full", "new").wait(timeout=300) == 0
+    proc = child("killed", "new")
+    metrics, meta = tmp_path / "killed" / "metrics.jsonl", tmp_path / "killed" / "checkpoints" / "last" / "meta.json"
+    t0 = time.time()
+    while not (meta.is_file() and json.loads(meta.read_text())["step"] >= 3 and metrics.is_file()
+               and len(metrics.read_text().splitlines()) >= json.loads(meta.read_text())["step"] + 1):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() - t0 < 240
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt_step = json.loads(meta.read_text())["step"]
+    logged = len(metrics.read_text().splitlines())
+    assert 3 <= ckpt_step < 12 and logged > ckpt_step  # killed between checkpoints, past the last one
+    assert child("killed", "resume").wait(timeout=300) == 0
+    assert _metrics(tmp_path / "killed") == _metrics(tmp_path / "full")
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last")
+    b = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last")
+    ref = load_checkpoint(tmp_path / "full" / "checkpoints" / "reference")
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    assert any(not torch.equal(a.tensors[k], ref.tensors[k]) for k in a.tensors)
