@@ -40,7 +40,7 @@ class ReportConfig:
     """Build a static HTML report (curves, tables, videos, configs) from run directories."""
 
     runs: list[str] = field(default_factory=list)
-    """Run directories (positional: vla-rft report RUN_DIR... ); several are drawn side by side."""
+    """Run directories, also given as bare arguments (vla-rft report RUN_DIR...); several are drawn side by side."""
     out: str | None = None
     """Output HTML file (default <first run>/report.html)."""
     title: str | None = None

@@ -104,8 +104,13 @@ def test_every_command_documents_every_field():
         for f in dataclasses.fields(cls):
             if dataclasses.is_dataclass(hints[f.name]):
                 continue
-            line = next((ln for ln in text.splitlines() if ln.strip().startswith(f"--{f.name} ")), None)
-            assert line is not None and len(line.split(None, 2)) == 3, f"vla-rft {name}: --{f.name} has no help"
+            lines = text.splitlines()
+            i = next((j for j, ln in enumerate(lines) if ln.strip().startswith(f"--{f.name} ")), None)
+            assert i is not None, f"vla-rft {name}: --{f.name} is not in --help"
+            # help text on the option's line, or (a long option name) indented on the next one
+            same = len(lines[i].split(None, 2)) == 3
+            below = i + 1 < len(lines) and lines[i + 1].startswith(" " * 8) and not lines[i + 1].strip().startswith("--")
+            assert same or below, f"vla-rft {name}: --{f.name} has no help"
 
 
 def test_eval_scripted_expert_json(tmp_path):
