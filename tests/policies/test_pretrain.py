@@ -97,3 +97,48 @@ def test_bench_policy_rows():
     for row in result["rows"]:
         assert {"preset", "batch", "resolution", "params", "p50_ms", "p99_ms"} <= set(row)
         assert row["p50_ms"] > 0 and row["params"] > 0
+
+
+def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(synthetic_dataset, small_preset, tmp_path):
+    """Behaviour cloning killed with SIGKILL between checkpoints (a real kill, not --stop_at):
+    --resume drops the records logged past the last checkpoint, redoes those steps, and ends
+    with the loss curve and the weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def child(name, *extra):
+        args = _args(synthetic_dataset, small_preset, tmp_path, name, "--steps", "300", "--save_every", "20", *extra)
+        return subprocess.Popen([sys.executable, "-m", "vla_rft.cli", "pretrain", *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "MUJOCO_GL": "egl"})
+
+    assert child("full").wait(timeout=600) == 0
+    proc = child("killed")
+    meta, metrics = tmp_path / "killed" / "checkpoints" / "last" / "meta.json", tmp_path / "killed" / "metrics.jsonl"
+
+    def step_and_lines():
+        if not (meta.is_file() and metrics.is_file()):
+            return 0, 0
+        return json.loads(meta.read_text())["step"], len(metrics.read_text().splitlines())
+
+    t0 = time.time()
+    while not (step_and_lines()[0] >= 20 and step_and_lines()[1] > step_and_lines()[0] + 2):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() - t0 < 300
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt, lines = step_and_lines()
+    assert 20 <= ckpt < 300 and lines > ckpt
+    assert child("resumed", "--resume", str(tmp_path / "killed")).wait(timeout=600) == 0
+
+    def losses(name):
+        rows = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+
+    assert losses("killed") == losses("full") and len(losses("full")) == 300
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "checkpoints" / "last" / "model.safetensors"))
+    assert all(a[k].equal(b[k]) for k in a)
