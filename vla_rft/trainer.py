@@ -192,7 +192,10 @@ class Trainer:
         t_start = time.perf_counter()
         elapsed = lambda: prior_s + time.perf_counter() - t_start
         tty = sys.stderr.isatty()
-        bar = tqdm(total=end, initial=start, desc=self.desc, file=sys.stderr, disable=not tty, dynamic_ncols=True)
+        timed = math.isfinite(budget_s)  # a wall-clock budget: the bar counts its seconds, not iterations
+        bar = tqdm(total=round(budget_s) if timed else end, initial=round(min(prior_s, budget_s)) if timed else start,
+                   unit="s" if timed else "it", desc=self.desc, file=sys.stderr, disable=not tty, dynamic_ncols=True,
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if timed else None)
         last_eval: dict[str, Any] = {}
         out_of_time = False
         try:
@@ -218,8 +221,12 @@ class Trainer:
                         self.save(run.checkpoints / "best")
                 if (it + 1) % cfg.log_every == 0 or it + 1 == end or evaluated or final:
                     run.log(it + 1, metrics)
-                bar.update(1)
-                bar.set_postfix({k.split("/")[-1]: f"{metrics[k]:.3g}" for k in algo_postfix(metrics)})
+                if timed:
+                    bar.n = min(round(elapsed()), bar.total)
+                else:
+                    bar.update(1)
+                bar.set_postfix({**({"iter": it + 1} if timed else {}),
+                                 **{k.split("/")[-1]: f"{metrics[k]:.3g}" for k in algo_postfix(metrics)}})
                 self.extra["wall_seconds"] = round(elapsed(), 3)
                 if cfg.keep_every and (it + 1) % cfg.keep_every == 0 and it + 1 != end:
                     self.save(run.checkpoints / f"step_{it + 1:07d}")
