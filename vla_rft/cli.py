@@ -29,6 +29,7 @@ commands:
   bench policy measure policy inference latency (presets x batch x resolution) and sizes
   serve        serve a policy over websockets + msgpack (robots.server)
   deploy       run a policy on a robot at a fixed rate, safety-filtered, logging a LeRobotDataset
+  wise-ft      interpolate start and fine-tuned weights (WiSE-FT), evaluate target and retention per alpha
   report       one static HTML page from run directories: curves, tables, retention, videos, configs
 
 Run 'vla-rft <command> --help' for a command's options."""
@@ -58,6 +59,7 @@ def _commands() -> dict[str, Command]:
         pretrain,
         quickstart,
         tasks,
+        wise_ft,
     )
 
     return {
@@ -71,6 +73,7 @@ def _commands() -> dict[str, Command]:
         "bench policy": Command(lambda: bench_policy.BenchPolicyConfig, bench_policy.run, "policy benchmark"),
         "serve": Command(lambda: deploy.ServeConfig, deploy.run_serve, "policy server"),
         "deploy": Command(lambda: deploy.DeployConfig, deploy.run, "deploy a policy on a robot"),
+        "wise-ft": Command(lambda: wise_ft.WiseFTConfig, wise_ft.run, "weight interpolation sweep"),
         "report": Command(lambda: _report().ReportConfig, lambda c: _report().run(c), "HTML report of runs",
                           positional="runs"),
     }

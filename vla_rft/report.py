@@ -292,6 +292,29 @@ def before_after_figure(r: Run) -> str | None:
     return _png(fig)
 
 
+def wise_ft_figure(r: Run) -> str | None:
+    """A WiSE-FT sweep: target and mean pretraining-task success against alpha."""
+    rows = r.summary.get("rows") if r.command == "wise-ft" else None
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    a = [x["alpha"] for x in rows]
+    t = [x["per_task"][r.summary["target"]] for x in rows]
+    ax.errorbar(a, [100 * x["success_rate"] for x in t],
+                yerr=[[max(0.0, 100 * (x["success_rate"] - x["ci95"][0])) for x in t],
+                      [max(0.0, 100 * (x["ci95"][1] - x["success_rate"])) for x in t]],
+                marker="o", capsize=3, label=f"target ({r.summary['target']})")
+    if rows[0].get("retention_mean") is not None:
+        ax.plot(a, [100 * x["retention_mean"] for x in rows], marker="s", label="pretraining tasks (mean)")
+    ax.set_xlabel("alpha (0 = start, 1 = fine-tuned)")
+    ax.set_ylabel("success (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def retention_figure(runs: list[Run]) -> str | None:
     """Retention (mean success on pretraining tasks, after / before) against the target gain."""
     pts = []
@@ -395,6 +418,13 @@ def _sections(runs: list[Run], max_videos: int) -> list[tuple[str, str]]:
                 [[x["task"], _ci(x["before"]), _ci(x["after"]),
                   f"{100 * (x['after']['success_rate'] - x['before']['success_rate']):+.1f}"] for x in rows])
         out.append(("Retention of pretraining skills", body))
+    for r in runs:
+        if r.command == "wise-ft" and r.summary.get("rows"):
+            tasks = [r.summary["target"], *r.summary.get("retain_tasks", [])]
+            table = _table(["alpha", *tasks], [[f"{x['alpha']:.2f}", *(_ci(x["per_task"][t]) for t in tasks)]
+                                                for x in r.summary["rows"]])
+            out.append((f"{r.name}: weight interpolation (WiSE-FT)",
+                        table + _img(wise_ft_figure(r), "Success against the interpolation weight alpha")))
     evals = [r for r in runs if r.command == "eval" and "per_task" in r.summary]
     if evals:
         header = ["task", "success", "95% CI", "episodes", "mean length"]
