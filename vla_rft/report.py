@@ -71,10 +71,6 @@ class Run:
     def target(self) -> str | None:
         return self.config.get("task") or self.summary.get("target")
 
-    def evals(self) -> list[dict[str, Any]]:
-        """Metric records that carry a target evaluation, in order."""
-        return [m for m in self.metrics if "eval/success_rate" in m]
-
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
@@ -87,13 +83,14 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     out = []
     if not path.is_file():
         return out
-    for i, line in enumerate(path.read_text().splitlines()):
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
-            if i == len(path.read_text().splitlines()) - 1:
+            if i == len(lines) - 1:
                 break  # a run killed mid-write leaves a torn last line; the rest is good
             raise UserInputError(f"'{path}' line {i + 1} is not valid JSON") from None
     return out
