@@ -11,7 +11,7 @@ One loop, read top to bottom in :meth:`Trainer.fit`::
   the run does whatever the machine's speed.
 - **One resume path**: a checkpoint holds the policy, the optimizer, every RNG (python, numpy
   global and the run's Generator, torch CPU and CUDA), the counters, and the algorithm's own
-  state (stateful loss terms included, :class:`~vla_rft.algorithms.losses.LossTerm`), so a
+  state (stateful loss terms and forgetting modules, :mod:`vla_rft.algorithms.forgetting`), so a
   killed run resumed from ``checkpoints/last`` logs what an uninterrupted one does (tested for
   BC, PPO and GRPO). Data iterators are functions of the iteration index and the saved RNGs.
 - Progress bar on a terminal; when stderr is not a terminal (a log file, CI), one line per
@@ -148,6 +148,7 @@ class Trainer:
     def save(self, path: Path) -> None:
         import torch
 
+        from vla_rft.algorithms.forgetting import export_weights
         from vla_rft.algorithms.losses import NonFiniteLossError
         from vla_rft.policies.training import optimizer_to_checkpoint
         from vla_rft.seeding import get_rng_state
@@ -158,7 +159,7 @@ class Trainer:
             raise NonFiniteLossError(f"parameter '{bad[0]}' became non-finite by iteration "
                                      f"{self.counters['iteration']}; stopped without writing {path.name}")
         opt_tensors, opt_meta = optimizer_to_checkpoint(self.algo.optimizer)
-        policy.save(path, step=self.counters["iteration"], counters=dict(self.counters), optimizer=opt_tensors,
+        policy.save(path, export_weights(self.algo.terms, policy), step=self.counters["iteration"], counters=dict(self.counters), optimizer=opt_tensors,
                     state=term_states(self.algo.terms) or None, rng=get_rng_state(self.rng),
                     extra={**self.extra, "optimizer": opt_meta, "trainer": self.name})
 
@@ -184,6 +185,8 @@ class Trainer:
         summary fields: counters, whether it finished and why, the last evaluation, timing."""
         from tqdm import tqdm
 
+        from vla_rft.algorithms.forgetting import after_update, evaluation_weights
+
         cfg, algo, run = self.cfg, self.algo, self.run
         start = self.counters["iteration"]
         end = min(cfg.iterations, cfg.stop_at) if cfg.stop_at is not None else cfg.iterations
@@ -205,6 +208,7 @@ class Trainer:
                 batch = algo.collect(it)
                 collect_s = time.perf_counter() - t0
                 metrics = {f"train/{k}": v for k, v in algo.update(batch, it, progress, self.rng).items()}
+                after_update(algo.terms, algo.policy)  # e.g. EMA of the weights
                 metrics.update(algo.batch_metrics(batch, collect_s))
                 out_of_time = elapsed() >= budget_s
                 self.counters = {"iteration": it + 1, "env_steps": self.counters["env_steps"] + algo.env_steps(batch)}
@@ -213,7 +217,8 @@ class Trainer:
                 final = it + 1 == cfg.iterations or out_of_time
                 evaluated = False
                 if self.evaluate is not None and ((cfg.eval_every and (it + 1) % cfg.eval_every == 0) or final):
-                    last_eval, evaluated = self.evaluate(algo.policy), True
+                    with evaluation_weights(algo.terms, algo.policy):  # e.g. EMA's average
+                        last_eval, evaluated = self.evaluate(algo.policy), True
                     metrics.update(last_eval)
                     self._report(it + 1, last_eval, tty)
                     if last_eval["eval/success_rate"] > self.extra["best_success"]:

@@ -65,6 +65,11 @@ class BC:
         self.losses.append(float(metrics["loss"]))
         return {**metrics, "lr": lr, "grad_norm": grad_norm}
 
+    def probe_states(self, reference: Any, seed: int, count: int = 64) -> dict[str, Any]:
+        """``count`` evenly spaced frames of the training data (where the logged KL is measured)."""
+        idx = np.unique(np.linspace(0, len(self.windows) - 1, min(count, len(self.windows))).round().astype(np.int64))
+        return self.windows.batch(idx)
+
     def env_steps(self, batch: Any) -> int:
         return 0
 

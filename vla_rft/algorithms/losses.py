@@ -98,35 +98,27 @@ class KLToReference:
 
 @dataclass
 class L2ToInit:
-    """(coef / 2) * ||theta - theta*||^2 over the trainable parameters, theta* = pi_0's weights."""
+    """(coef / 2) * ||theta - theta*||^2 over the trainable actor parameters (not the value
+    MLP, which a critic must move freely), theta* = pi_0's weights."""
 
     coef: float
     name: str = "l2_init"
 
     def __call__(self, policy: Any, ref_policy: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         ref = dict(ref_policy.named_parameters())
-        sq = sum(((p - ref[n].detach()) ** 2).sum() for n, p in policy.named_parameters() if p.requires_grad)
+        value = {id(p) for p in policy.parameter_groups().get("value", [])} if hasattr(policy, "parameter_groups") else set()
+        sq = sum(((p - ref[n].detach()) ** 2).sum() for n, p in policy.named_parameters()
+                 if p.requires_grad and n in ref and id(p) not in value)  # the actor only; LoRA adapters have no pi_0 counterpart
         sq = torch.as_tensor(sq, dtype=torch.float32)
         return 0.5 * self.coef * sq, {"sq_dist": float(sq.detach())}
-
-
-@dataclass
-class RegularizerConfig:
-    """Extra loss terms against the starting policy (forgetting mitigation, ALGORITHMS.md section 5).
-    Each ``<name>_coef`` > 0 adds the term registered as ``<name>`` (:func:`register_term`)."""
-
-    kl_ref_coef: float = 0.0
-    """Kickstarting weight on KL(pi_0 || pi) over the batch's states (0 disables, 0.05-0.1 in the literature)."""
-    l2_init_coef: float = 0.0
-    """L2-to-init weight lambda in (lambda/2) ||theta - theta0||^2 (0 disables)."""
 
 
 _TERMS: dict[str, Callable[[float], LossTerm]] = {"kl_ref": KLToReference, "l2_init": L2ToInit}
 
 
 def register_term(name: str) -> Callable[[Callable[[float], LossTerm]], Callable[[float], LossTerm]]:
-    """Decorator: ``cls(coef)`` becomes the loss term ``name`` (a ``<name>_coef`` in :class:`RegularizerConfig`
-    or the ``extra_terms`` of a trainer)."""
+    """Decorator: ``cls(coef)`` becomes the loss term ``name``, chosen in config as
+    ``--regularizers.terms '{name: coef}'`` (:class:`~vla_rft.algorithms.forgetting.ForgettingConfig`)."""
 
     def deco(cls: Callable[[float], LossTerm]) -> Callable[[float], LossTerm]:
         _TERMS[name] = cls
@@ -135,14 +127,13 @@ def register_term(name: str) -> Callable[[Callable[[float], LossTerm]], Callable
     return deco
 
 
-def build_terms(cfg: RegularizerConfig) -> list[LossTerm]:
-    """The loss terms a :class:`RegularizerConfig` asks for (every registered ``<name>_coef`` > 0)."""
-    terms: list[LossTerm] = []
-    for name, cls in _TERMS.items():
-        coef = float(getattr(cfg, f"{name}_coef", 0.0))
-        if coef > 0:
-            terms.append(cls(coef))
-    return terms
+def registered_term(name: str, coef: float) -> LossTerm:
+    """The registered term ``name`` with coefficient ``coef`` (one clear error for an unknown name)."""
+    from vla_rft.config import ConfigError
+
+    if name not in _TERMS:
+        raise ConfigError(f"unknown loss term '{name}' in regularizers.terms; registered: {', '.join(sorted(_TERMS))}")
+    return _TERMS[name](coef)
 
 
 def apply_terms(terms: list[LossTerm], policy: Any, ref_policy: Any, batch: Any
@@ -151,6 +142,8 @@ def apply_terms(terms: list[LossTerm], policy: Any, ref_policy: Any, batch: Any
     total = torch.zeros((), device=policy.device)
     metrics: dict[str, float] = {}
     for term in terms:
+        if not callable(term):  # a hook (LoRA, EMA, ...), not a loss
+            continue
         loss, m = term(policy, ref_policy, batch)
         total = total + loss
         metrics[f"loss/{term.name}"] = float(loss.detach())

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from vla_rft.algorithms.grpo import GRPO, group_seeds
-from vla_rft.algorithms.rollout import ChunkCollector, ChunkRollout
+from vla_rft.algorithms.losses import subsample_obs
+from vla_rft.algorithms.rollout import ChunkCollector, ChunkRollout, flat_obs
 
 
 def iteration_seeds(base_seed: int, iteration: int, num_envs: int) -> list[int]:
@@ -47,6 +48,14 @@ class OnlineRL:
                                           with_values=False, first_episode_only=True)
         return self.collector.collect(self.policy, self.num_chunks, iteration_seeds(self.seed, iteration, n),
                                       sample_seed(self.seed, iteration))
+
+    def probe_states(self, reference: Any, seed: int, count: int = 64) -> dict[str, Any]:
+        """``count`` target-task states the starting policy visits from reset seeds ``seed + i``
+        (a fixed set, the same on resume): where the logged forward KL to pi_0 is measured."""
+        n = self.source.num_envs
+        ro = self.collector.collect(reference, min(self.num_chunks, 8), [seed + i for i in range(n)],
+                                    sample_seed(seed, 0), with_values=False)
+        return subsample_obs(flat_obs(ro.obs, np.flatnonzero(ro.valid.reshape(-1))), count)
 
     def update(self, rollout: ChunkRollout, iteration: int, progress: float, rng: np.random.Generator
                ) -> dict[str, float]:

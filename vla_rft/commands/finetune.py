@@ -1,9 +1,12 @@
-"""``vla-rft finetune``: online reinforcement fine-tuning (PPO or GRPO on action chunks).
+"""``vla-rft finetune``: fine-tuning of a policy on one task: online RL (PPO or GRPO on action
+chunks) or supervised fine-tuning on demonstrations (``--algo sft --data DIR...``).
 
 Starts from a policy checkpoint (``vla-rft pretrain`` output), collects chunked rollouts on the
-target task's vector envs (in process, or on Ray actors with ``--runtime ray``), updates the
-policy, evaluates it periodically through the evaluation harness (target task, and optionally
-retention tasks), and writes a run directory: ``config.yaml``, ``metrics.jsonl``,
+target task's vector envs (in process, or on Ray actors with ``--source ray``) or samples
+demonstration windows, updates the policy with any forgetting-mitigation modules
+(``--regularizers.*``, :mod:`vla_rft.algorithms.forgetting`), evaluates it periodically through
+the evaluation harness (target task, retention tasks, and the forward KL to the start on fixed
+target-task states), and writes a run directory: ``config.yaml``, ``metrics.jsonl``,
 ``checkpoints/{last,best,reference}`` (``last``/``best`` are loadable policies that also hold
 the optimizer, RNG state and counters; ``reference`` is the frozen starting policy),
 ``summary.json`` and wandb's offline files.
@@ -23,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla_rft.algorithms.forgetting import ForgettingConfig
 from vla_rft.algorithms.grpo import GRPOConfig
-from vla_rft.algorithms.losses import RegularizerConfig
 from vla_rft.algorithms.optim import RLOptimConfig
 from vla_rft.algorithms.ppo import PPOConfig
 from vla_rft.trainer import TrainRunOptions, resumed_config
@@ -35,7 +38,7 @@ class FinetuneConfig(TrainRunOptions):
     """Online RL fine-tuning of a policy on one task (PPO or GRPO over action chunks)."""
 
     algo: str = "ppo"
-    """Algorithm, ppo or grpo."""
+    """Algorithm, ppo, grpo or sft (behaviour cloning on --data, supervised fine-tuning)."""
     policy: str | None = None
     """Required. The starting policy checkpoint directory (it is also the reference policy pi_0)."""
     task: str | None = None
@@ -56,14 +59,18 @@ class FinetuneConfig(TrainRunOptions):
     """Override the task's time limit (default the task's own)."""
     perturbation: str = "none"
     """Perturbation level(s) applied to training episodes (see vla-rft tasks)."""
+    data: list[str] = field(default_factory=list)
+    """LeRobotDataset roots of target-task demonstrations (algo sft)."""
+    sft_batch_size: int = 64
+    """Chunk windows per supervised fine-tuning step (algo sft; optim.lr_policy is its learning rate)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO hyperparameters."""
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     """GRPO hyperparameters."""
     optim: RLOptimConfig = field(default_factory=RLOptimConfig)
     """Optimizer, per-group learning rates and schedule."""
-    regularizers: RegularizerConfig = field(default_factory=RegularizerConfig)
-    """Extra loss terms against the starting policy (forgetting mitigation)."""
+    regularizers: ForgettingConfig = field(default_factory=ForgettingConfig)
+    """Forgetting-mitigation modules (KL, L2-to-init, EWC, BC replay, LoRA, frozen parts, EMA), any combination."""
     eval_every: int = 10
     """Evaluate every this many iterations, and after the last (0 disables periodic evaluation)."""
     eval_episodes: int = 20
@@ -74,6 +81,8 @@ class FinetuneConfig(TrainRunOptions):
     """Evaluation episodes run side by side."""
     retain_tasks: list[str] = field(default_factory=list)
     """Other tasks evaluated alongside the target (success kept on pretraining tasks)."""
+    retain_episodes: int | None = None
+    """Episodes per retention task and evaluation (default eval_episodes)."""
     source: str = "sim"
     """Rollout source, sim (MuJoCo vector env in this process, see --vector), ray (the envs split over Ray actors), fake (a numpy toy task for tests) or any name registered with vla_rft.sources.register_source."""
     ray_workers: int = 2
@@ -88,13 +97,16 @@ class FinetuneConfig(TrainRunOptions):
 def _check(cfg: FinetuneConfig) -> None:
     from vla_rft.errors import UserInputError
 
-    if cfg.algo not in ("ppo", "grpo"):
-        raise UserInputError(f"--algo must be ppo or grpo, got '{cfg.algo}'")
+    if cfg.algo not in ("ppo", "grpo", "sft"):
+        raise UserInputError(f"--algo must be ppo, grpo or sft, got '{cfg.algo}'")
+    if cfg.algo == "sft" and not cfg.data:
+        raise UserInputError("--algo sft needs --data: LeRobotDataset roots of target-task demonstrations")
     if not cfg.policy:
         raise UserInputError("--policy is required: a policy checkpoint directory (from vla-rft pretrain)")
     if not cfg.task:
         raise UserInputError("--task is required (see vla-rft tasks)")
-    for name in ("iterations", "num_envs", "rollout_len", "eval_num_envs", "num_threads", "save_every", "ray_workers"):
+    for name in ("iterations", "num_envs", "rollout_len", "eval_num_envs", "num_threads", "save_every", "ray_workers",
+                 "sft_batch_size"):
         if getattr(cfg, name) < 1:
             raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.eval_episodes < 0:
@@ -153,15 +165,20 @@ def _load_policies(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> tuple[An
     return policy.eval(), reference.eval(), ckpt
 
 
-def build_online(cfg: FinetuneConfig, policy: Any, reference: Any, terms: list[Any] | None = None) -> Any:
-    """The trainer's algorithm: the PPO or GRPO learner on the config's rollout source."""
+def build_algorithm(cfg: FinetuneConfig, policy: Any, reference: Any, rng: Any, terms: list[Any] | None = None
+                    ) -> Any:
+    """The trainer's algorithm with the config's forgetting modules (applied to ``policy`` first:
+    frozen parts and LoRA change what the optimizer sees): the PPO or GRPO learner on the
+    config's rollout source, or behaviour cloning on ``--data`` (sft)."""
+    from vla_rft.algorithms.forgetting import build_modules
     from vla_rft.algorithms.grpo import GRPO
-    from vla_rft.algorithms.losses import build_terms
     from vla_rft.algorithms.online import OnlineRL
     from vla_rft.algorithms.ppo import PPO
     from vla_rft.sources import make_source
 
-    all_terms = build_terms(cfg.regularizers) + list(terms or [])
+    all_terms = build_modules(cfg.regularizers, policy, reference, cfg.seed) + list(terms or [])
+    if cfg.algo == "sft":
+        return _build_sft(cfg, policy, reference, rng, all_terms)
     cls, algo_cfg = (PPO, cfg.ppo) if cfg.algo == "ppo" else (GRPO, cfg.grpo)
     learner = cls(policy, reference, algo_cfg, cfg.optim, cfg.iterations, all_terms)
     if cfg.algo == "grpo":
@@ -170,13 +187,30 @@ def build_online(cfg: FinetuneConfig, policy: Any, reference: Any, terms: list[A
     return OnlineRL(learner, source, cfg.rollout_len if cfg.algo == "ppo" else cfg.grpo.max_chunks, cfg.seed)
 
 
+def _build_sft(cfg: FinetuneConfig, policy: Any, reference: Any, rng: Any, terms: list[Any]) -> Any:
+    """Behaviour cloning of the policy on target-task demonstrations (the SFT baseline)."""
+    from vla_rft.algorithms.bc import BC
+    from vla_rft.algorithms.forgetting import load_pretrain_windows
+    from vla_rft.policies.training import OptimConfig
+
+    windows = load_pretrain_windows(cfg.data, policy, what="--data")
+    o = cfg.optim
+    optim = OptimConfig(lr=o.lr_policy, weight_decay=o.weight_decay, betas=list(o.betas), warmup_steps=o.warmup_iters,
+                        min_lr_ratio=o.min_lr_ratio, grad_clip=o.grad_clip)
+    return BC(policy, windows, optim, cfg.iterations, cfg.sft_batch_size, rng, terms, reference)
+
+
 def _resumed_config(cfg: FinetuneConfig) -> FinetuneConfig:
     return resumed_config(FinetuneConfig, cfg, "finetune")
 
 
 # ------------------------------------------------------------------------------ evaluation
-def _evaluate(cfg: FinetuneConfig, policy: Any) -> dict[str, Any]:
-    """Deterministic harness evaluation on the target (and retention) tasks: flat metrics."""
+def _evaluate(cfg: FinetuneConfig, policy: Any, reference: Any = None, probe: Any = None) -> dict[str, Any]:
+    """Deterministic harness evaluation on the target (and retention) tasks, and the forward KL
+    KL(pi_0 || pi) on the fixed target-task ``probe`` states (RL's Razor): flat metrics."""
+    import torch
+
+    from vla_rft.algorithms.losses import forward_kl
     from vla_rft.evaluation.harness import EvalSettings, evaluate
 
     spec = policy.spec
@@ -184,11 +218,20 @@ def _evaluate(cfg: FinetuneConfig, policy: Any) -> dict[str, Any]:
                             vector=cfg.vector, image_size=int(spec.image_size[0]), cameras=list(spec.cameras))
     out: dict[str, Any] = {}
     for task in [str(cfg.task), *cfg.retain_tasks]:
+        if task != cfg.task and cfg.retain_episodes is not None:
+            settings.episodes = cfg.retain_episodes
         res = evaluate(policy, [task], settings)
         prefix = "eval" if task == cfg.task else f"eval_retention/{task}"
         out[f"{prefix}/success_rate"] = res["success_rate"]
         out[f"{prefix}/ci95_low"], out[f"{prefix}/ci95_high"] = res["ci95"]
         out[f"{prefix}/mean_length"] = res["per_task"][task]["mean_length"]
+    if probe is not None:
+        with torch.no_grad():
+            gen = torch.Generator(device=policy.device).manual_seed(cfg.eval_seed)
+            out["eval/kl_forward_target"] = float(forward_kl(policy, reference, probe, gen).mean())
+    if cfg.retain_tasks:
+        out["eval_retention/mean_success"] = sum(out[f"eval_retention/{t}/success_rate"] for t in cfg.retain_tasks
+                                                 ) / len(cfg.retain_tasks)
     return out
 
 
@@ -211,8 +254,9 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
         cfg.logging.name = f"finetune-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     run = open_run("finetune", cfg, cfg.logging, resume=cfg.resume is not None)
     policy, reference, ckpt = _load_policies(cfg, run.path, cfg.resume is not None)
-    algo = build_online(cfg, policy, reference, extra_terms)
-    evaluate = (lambda p: _evaluate(cfg, p)) if cfg.eval_episodes > 0 else None
+    algo = build_algorithm(cfg, policy, reference, np_rng, extra_terms)
+    probe = algo.probe_states(reference, cfg.eval_seed) if cfg.eval_episodes > 0 else None
+    evaluate = (lambda p: _evaluate(cfg, p, reference, probe)) if cfg.eval_episodes > 0 else None
     tcfg = TrainerConfig(iterations=cfg.iterations, minutes=cfg.minutes, eval_every=cfg.eval_every,
                          save_every=cfg.save_every, stop_at=cfg.stop_at)
     trainer = Trainer("finetune", algo, tcfg, run, np_rng, evaluate, desc=f"finetune {cfg.algo}")

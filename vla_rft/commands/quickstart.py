@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vla_rft.algorithms.losses import RegularizerConfig
+from vla_rft.algorithms.forgetting import ForgettingConfig
 from vla_rft.errors import UserInputError
 
 PRETRAIN_TASKS = ["open_drawer", "close_drawer", "lift_cube", "push_cube"]
@@ -48,7 +48,7 @@ class QuickstartConfig:
     """Fine-tuning preset (configs/finetune/)."""
     minutes: float = 7.0
     """Wall-clock budget of the RL fine-tuning stage."""
-    regularizers: RegularizerConfig = field(default_factory=RegularizerConfig)
+    regularizers: ForgettingConfig = field(default_factory=ForgettingConfig)
     """Forgetting-mitigation loss terms of the fine-tuning stage (e.g. --regularizers.kl_ref_coef 0.01)."""
     vector: str = "sync"
     """Fine-tuning envs in this process (sync) or a subprocess each (async, measured here to give the same env steps with twice the memory)."""

@@ -339,15 +339,18 @@ class Policy(nn.Module, ABC):
     def checkpoint_config(self) -> dict[str, Any]:
         return {"policy_type": self.policy_type, "policy_format": POLICY_FORMAT, "model": to_dict(self.config)}
 
-    def to_checkpoint(self, **fields: Any) -> Checkpoint:
-        """A :class:`Checkpoint` of this policy; ``fields`` are the optional Checkpoint fields
-        (step, counters, optimizer, rng, extra) a trainer adds."""
-        return Checkpoint(kind=POLICY_KIND, config=self.checkpoint_config(), tensors=dict(self.state_dict()),
+    def to_checkpoint(self, tensors: dict[str, torch.Tensor] | None = None, **fields: Any) -> Checkpoint:
+        """A :class:`Checkpoint` of this policy (``tensors``: other weights under the same names,
+        e.g. an EMA or LoRA-merged export); ``fields`` are the optional Checkpoint fields (step,
+        counters, optimizer, rng, extra) a trainer adds."""
+        return Checkpoint(kind=POLICY_KIND, config=self.checkpoint_config(),
+                          tensors=dict(self.state_dict() if tensors is None else tensors),
                           normalizer=self.normalizer.to_dict(), **fields)
 
-    def save(self, directory: str | os.PathLike, **fields: Any) -> Path:
-        """Write a policy checkpoint directory (atomic); see :meth:`to_checkpoint` for ``fields``."""
-        return save_checkpoint(self.to_checkpoint(**fields), directory)
+    def save(self, directory: str | os.PathLike, tensors: dict[str, torch.Tensor] | None = None,
+             **fields: Any) -> Path:
+        """Write a policy checkpoint directory (atomic); see :meth:`to_checkpoint`."""
+        return save_checkpoint(self.to_checkpoint(tensors, **fields), directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, **expect: Any) -> Policy:
