@@ -226,10 +226,13 @@ def test_registered_terms_are_chosen_by_name_with_a_coefficient():
 
 
 # ------------------------------------------------------------------ through the trainer
-def _fake(tmp_path, name, data, **kw):
+def _fake(tmp_path, name, data, sft_data=None, **kw):
+    """finetune on the fake point source (PPO), or behaviour cloning on ``sft_data`` (sft), with
+    every stateful module on."""
     from test_finetune import _fake_cfg
 
-    cfg = _fake_cfg(tmp_path, name, "ppo", **kw)
+    extra = {"data": [sft_data], "iterations": 6, "sft_batch_size": 8} if sft_data else {}
+    cfg = _fake_cfg(tmp_path, name, "sft" if sft_data else "ppo", **{**kw, **extra})
     cfg.regularizers = ForgettingConfig(ewc_coef=0.5, replay_coef=0.5, replay_ratio=0.5, ema_decay=0.7, lora_rank=2,
                                         kl_ref_coef=0.05, kl_states="pretrain", pretrain_data=[data], ewc_samples=8)
     return cfg
@@ -259,3 +262,28 @@ def test_stateful_modules_survive_kill_and_resume_exactly(tmp_path, data):
     raw = {k.removeprefix("term.raw."): v for k, v in a.state.items() if k.startswith("term.raw.")}
     assert any(".lora_A." in k for k in raw)
     load_policy(tmp_path / "full" / "checkpoints" / "last")
+
+
+def test_sft_route_takes_the_modules_and_resumes_exactly(tmp_path, data):
+    """finetune --algo sft: behaviour cloning of the start on demonstrations, with replay and EMA,
+    killed and resumed: the same metrics and weights; the imitation loss falls."""
+    from test_finetune import _metrics
+
+    from vla_rft.commands.finetune import FinetuneConfig, _resumed_config, train
+
+    demos = str(write_dataset(tmp_path / "demos", episodes=6, length=8, seed=7))
+    full = train(_fake(tmp_path, "sft-full", data, demos))
+    train(_fake(tmp_path, "sft-split", data, demos, stop_at=2))
+    train(_resumed_config(FinetuneConfig(resume=str(tmp_path / "sft-split"))))
+    rows = _metrics(tmp_path / "sft-full")
+    assert rows == _metrics(tmp_path / "sft-split") and full["env_steps"] == 0
+    assert "train/loss/replay" in rows[-1] and rows[-1]["train/loss"] < rows[0]["train/loss"]
+
+
+def test_finetune_evaluates_retention_on_the_tasks_the_checkpoint_was_pretrained_on():
+    from vla_rft.commands.finetune import pretraining_tasks
+
+    assert pretraining_tasks("pretrained:tiny_kp_4task") == ["close_drawer", "lift_cube", "open_drawer", "push_cube"]
+    from vla_rft.commands.pretrain import task_names
+
+    assert task_names(["open the red drawer", "press the red button", "not a task"]) == ["open_drawer", "press_button"]

@@ -72,3 +72,25 @@ def test_writer_refuses_existing_root_and_bad_horizon(dataset, tmp_path):
         ChunkWindows(load_episode_table(root), 0)
     with pytest.raises(FileNotFoundError, match="not a LeRobotDataset"):
         load_episode_table(tmp_path)
+
+
+def test_collect_policy_rollouts_writes_failures_with_executed_actions_repeatably(tmp_path):
+    """collect --policy: every episode written (the shipped policy fails press_button mostly),
+    labelled with the executed (clipped) action; a seed gives the same data twice."""
+    from vla_rft.commands.collect import CollectConfig, collect
+
+    def run(name, **kw):
+        out = tmp_path / name
+        res = collect(CollectConfig(task="press_button", episodes=2, out=str(out), seed=5,
+                                    policy="pretrained:tiny_kp_4task", **kw))
+        return res, load_episode_table(out)
+
+    res, table = run("a")
+    assert res["episodes_written"] == 2 and res["actor"] == "pretrained:tiny_kp_4task"
+    assert len(np.unique(table.arrays["episode_index"])) == 2
+    actions = table.arrays["action"]
+    assert np.abs(actions).max() <= 1.0 and actions.std() > 0
+    _, again = run("b")
+    np.testing.assert_array_equal(again.arrays["action"], actions)  # seeded sampling
+    _, det = run("c", deterministic=True)
+    assert not np.array_equal(det.arrays["action"][:8], actions[:8])  # the mode, not a sample

@@ -81,7 +81,7 @@ class ForgettingConfig:
     ema_decay: float = 0.0
     """EMA decay of the weights per update; evaluations and checkpoints use the average (0 disables, e.g. 0.9)."""
     terms: dict[str, float] = field(default_factory=dict)
-    """More loss terms by registered name with their coefficient, as {name: coef} (see register_term)."""
+    """More loss terms, a mapping from a registered term name (see register_term) to its coefficient."""
     seed: int = 0
     """Seeds replay sampling and the Fisher estimate (the run's seed is added)."""
 

@@ -1,4 +1,9 @@
-"""``vla-rft collect``: run a task's scripted expert and write a LeRobotDataset."""
+"""``vla-rft collect``: run a task's scripted expert, or a policy, and write a LeRobotDataset.
+
+With ``--policy CKPT`` the episodes are rollouts of that policy (chunk by chunk, sampled from
+its action distribution unless ``--deterministic``, optionally with ``--noise`` added to what is
+executed), successes and failures alike, each frame labelled with the action that was executed,
+the env's reward and the success flag: the data offline RL and world models learn from."""
 
 from __future__ import annotations
 
@@ -11,8 +16,8 @@ from vla_rft.errors import UserInputError
 
 @dataclass
 class CollectConfig:
-    """Run the scripted expert of a task for N seeded episodes and write a LeRobotDataset
-    (lerobot's own format, local root) with the contract's features, rewards and success flags."""
+    """Run the scripted expert of a task (or a policy, --policy) for N seeded episodes and write a
+    LeRobotDataset (lerobot's own format, local root) with the contract's features, rewards and success flags."""
 
     task: str | None = None
     """Task name (see `vla-rft tasks`). Required."""
@@ -34,7 +39,11 @@ class CollectConfig:
     """DART noise - std of Gaussian noise added to the executed action (the recorded label stays the
     expert's clean action), so demos show how to recover from the policy's own errors. 0 disables."""
     keep_failures: bool = False
-    """Also write episodes the expert failed (flagged by next.success); by default only successes."""
+    """Also write episodes the expert failed (flagged by next.success); by default only successes (a policy's rollouts are always all written)."""
+    policy: str | None = None
+    """Roll out this policy checkpoint instead of the expert (every episode written, with the executed actions)."""
+    deterministic: bool = False
+    """With --policy, play the policy's mode instead of sampling from it."""
     json: bool = False
     """Print one JSON object {"task", "episodes", "success_rate", "out"} on stdout."""
 
@@ -71,7 +80,8 @@ def collect(cfg: CollectConfig) -> dict:
     _quiet_datasets()
     env = sims.make_env(cfg.task, obs_mode="rgb", cameras=list(cfg.cameras), image_size=cfg.image_size,
                         perturbation=cfg.perturbation)
-    expert = sims.make_expert(cfg.task, env)
+    actor = _PolicyActor(cfg, env) if cfg.policy else None
+    expert = actor if actor is not None else sims.make_expert(cfg.task, env)
     obs, _ = env.reset(seed=cfg.seed)
     state_dim = int(np.asarray(obs["observation.state"]).shape[0])
     features = contract_features(list(cfg.cameras), (cfg.image_size, cfg.image_size), state_dim,
@@ -85,6 +95,8 @@ def collect(cfg: CollectConfig) -> dict:
     bar = tqdm(range(cfg.episodes), desc=f"collect {cfg.task}", file=sys.stderr, disable=None)
     for ep in bar:
         obs, _ = env.reset(seed=cfg.seed + ep)
+        if actor is not None:
+            actor.reset(cfg.seed + ep)
         success = False
         frames = []
         while True:
@@ -92,6 +104,8 @@ def collect(cfg: CollectConfig) -> dict:
             executed = action
             if cfg.noise > 0:  # DART: perturb what is executed, record the expert's correction
                 executed = np.clip(action + noise_rng.normal(0.0, cfg.noise, action.shape), -1, 1).astype(np.float32)
+            if actor is not None:  # a policy's data: the label is what was executed
+                action = executed
             nxt, reward, terminated, truncated, info = env.step(executed)
             success = success or bool(info["is_success"])
             frames.append((obs, action, float(reward), bool(info["is_success"]), terminated or truncated))
@@ -99,7 +113,7 @@ def collect(cfg: CollectConfig) -> dict:
             if terminated or truncated:
                 break
         successes += success
-        if success or cfg.keep_failures:
+        if success or cfg.keep_failures or actor is not None:
             for o, a, r, s, d in frames:
                 writer.add_frame(o, a, reward=r, success=s, done=d)
             writer.save_episode()
@@ -114,7 +128,40 @@ def collect(cfg: CollectConfig) -> dict:
     rate = successes / cfg.episodes
     lo, hi = wilson_interval(successes, cfg.episodes)
     return {"task": cfg.task, "episodes": cfg.episodes, "success_rate": rate, "out": cfg.out,
-            "episodes_written": written, "ci95": [lo, hi], "seed": cfg.seed, "noise": cfg.noise}
+            "episodes_written": written, "ci95": [lo, hi], "seed": cfg.seed, "noise": cfg.noise,
+            "actor": cfg.policy or "expert"}
+
+
+class _PolicyActor:
+    """A policy played one step at a time: a chunk is sampled (seeded per episode) or its mode
+    taken, clipped to the action range, and executed step by step before the next is chosen."""
+
+    def __init__(self, cfg: CollectConfig, env: object) -> None:
+        import torch
+
+        from vla_rft.policies import load_policy
+
+        space = env.observation_space  # type: ignore[attr-defined]
+        state_dim = int(space["observation.state"].shape[0])
+        self.policy = load_policy(cfg.policy, cameras=list(cfg.cameras), state_dim=state_dim,
+                                  action_dim=int(env.action_space.shape[0]),  # type: ignore[attr-defined]
+                                  image_size=(cfg.image_size, cfg.image_size))
+        self.deterministic = cfg.deterministic
+        self.gen = torch.Generator()
+        self.queue: list = []
+
+    def reset(self, seed: int) -> None:
+        self.gen.manual_seed(seed)
+        self.queue = []
+
+    def __call__(self, obs: dict) -> object:
+        import numpy as np
+
+        if not self.queue:
+            batch = {k: (np.asarray(v)[None] if k != "task" else [v]) for k, v in obs.items()}
+            chunk = self.policy.act(batch, deterministic=self.deterministic, generator=self.gen)[0]
+            self.queue = [a.astype(np.float32) for a in chunk]
+        return self.queue.pop(0)
 
 
 def _quiet_datasets() -> None:

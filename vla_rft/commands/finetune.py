@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla_rft.algorithms.chunked_td import ChunkedTDConfig
 from vla_rft.algorithms.forgetting import ForgettingConfig
 from vla_rft.algorithms.grpo import GRPOConfig
 from vla_rft.algorithms.optim import RLOptimConfig
@@ -38,7 +39,7 @@ class FinetuneConfig(TrainRunOptions):
     """Online RL fine-tuning of a policy on one task (PPO or GRPO over action chunks)."""
 
     algo: str = "ppo"
-    """Algorithm, ppo, grpo or sft (behaviour cloning on --data, supervised fine-tuning)."""
+    """Algorithm, ppo, grpo, sft (behaviour cloning on --data) or chunked-td (offline chunked TD on --data)."""
     policy: str | None = None
     """Required. The starting policy checkpoint directory (it is also the reference policy pi_0)."""
     task: str | None = None
@@ -60,11 +61,13 @@ class FinetuneConfig(TrainRunOptions):
     perturbation: str = "none"
     """Perturbation level(s) applied to training episodes (see vla-rft tasks)."""
     data: list[str] = field(default_factory=list)
-    """LeRobotDataset roots of target-task demonstrations (algo sft)."""
+    """LeRobotDataset roots to learn from (algo sft, demonstrations; algo chunked-td, demos, policy rollouts, deployed episodes)."""
     sft_batch_size: int = 64
     """Chunk windows per supervised fine-tuning step (algo sft; optim.lr_policy is its learning rate)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO hyperparameters."""
+    chunked_td: ChunkedTDConfig = field(default_factory=ChunkedTDConfig)
+    """Offline chunked TD hyperparameters (algo chunked-td)."""
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     """GRPO hyperparameters."""
     optim: RLOptimConfig = field(default_factory=RLOptimConfig)
@@ -79,8 +82,8 @@ class FinetuneConfig(TrainRunOptions):
     """Evaluation episode i uses seed eval_seed + i (kept apart from training seeds)."""
     eval_num_envs: int = 8
     """Evaluation episodes run side by side."""
-    retain_tasks: list[str] = field(default_factory=list)
-    """Other tasks evaluated alongside the target (success kept on pretraining tasks)."""
+    retain_tasks: list[str] | None = None
+    """Pretraining tasks evaluated alongside the target (retention); default the tasks the policy's checkpoint records it was pretrained on, less the target; [] for none."""
     retain_episodes: int | None = None
     """Episodes per retention task and evaluation (default eval_episodes)."""
     source: str = "sim"
@@ -93,14 +96,18 @@ class FinetuneConfig(TrainRunOptions):
     """Write checkpoints/last every this many iterations (and at the end)."""
 
 
+ALGOS = ("ppo", "grpo", "sft", "chunked-td")
+OFFLINE = ("sft", "chunked-td")  # learn from --data, no rollout source
+
+
 # ------------------------------------------------------------------------------ setup
 def _check(cfg: FinetuneConfig) -> None:
     from vla_rft.errors import UserInputError
 
-    if cfg.algo not in ("ppo", "grpo", "sft"):
-        raise UserInputError(f"--algo must be ppo, grpo or sft, got '{cfg.algo}'")
-    if cfg.algo == "sft" and not cfg.data:
-        raise UserInputError("--algo sft needs --data: LeRobotDataset roots of target-task demonstrations")
+    if cfg.algo not in ALGOS:
+        raise UserInputError(f"--algo must be one of {', '.join(ALGOS)}, got '{cfg.algo}'")
+    if cfg.algo in OFFLINE and not cfg.data:
+        raise UserInputError(f"--algo {cfg.algo} needs --data: LeRobotDataset roots to learn from")
     if not cfg.policy:
         raise UserInputError("--policy is required: a policy checkpoint directory (from vla-rft pretrain)")
     if not cfg.task:
@@ -179,6 +186,12 @@ def build_algorithm(cfg: FinetuneConfig, policy: Any, reference: Any, rng: Any, 
     all_terms = build_modules(cfg.regularizers, policy, reference, cfg.seed) + list(terms or [])
     if cfg.algo == "sft":
         return _build_sft(cfg, policy, reference, rng, all_terms)
+    if cfg.algo == "chunked-td":
+        from vla_rft.algorithms.chunked_td import ChunkedTD
+        from vla_rft.algorithms.forgetting import load_pretrain_windows
+
+        windows = load_pretrain_windows(cfg.data, policy, what="--data")
+        return ChunkedTD(policy, windows, cfg.chunked_td, rng, all_terms, cfg.seed)
     cls, algo_cfg = (PPO, cfg.ppo) if cfg.algo == "ppo" else (GRPO, cfg.grpo)
     learner = cls(policy, reference, algo_cfg, cfg.optim, cfg.iterations, all_terms)
     if cfg.algo == "grpo":
@@ -202,6 +215,23 @@ def _build_sft(cfg: FinetuneConfig, policy: Any, reference: Any, rng: Any, terms
 
 def _resumed_config(cfg: FinetuneConfig) -> FinetuneConfig:
     return resumed_config(FinetuneConfig, cfg, "finetune")
+
+
+def pretraining_tasks(policy_path: str) -> list[str]:
+    """The tasks a policy checkpoint records it was pretrained on (``extra.json``'s
+    ``pretrain_tasks``, written by ``vla-rft pretrain``); [] when it records none."""
+    import json
+
+    from vla_rft.policies.base import resolve_pretrained
+
+    extra = Path(resolve_pretrained(policy_path)) / "extra.json"
+    if not extra.is_file():
+        return []
+    try:
+        tasks = json.loads(extra.read_text()).get("pretrain_tasks", [])
+    except (json.JSONDecodeError, AttributeError):
+        return []  # load_policy reports a corrupt checkpoint with its own error
+    return [str(t) for t in tasks] if isinstance(tasks, list) else []
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -248,6 +278,8 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
     from vla_rft.trainer import Trainer, TrainerConfig
 
     _check(cfg)
+    if cfg.retain_tasks is None:
+        cfg.retain_tasks = [t for t in pretraining_tasks(str(cfg.policy)) if t != cfg.task]
     torch.set_num_threads(cfg.num_threads)
     np_rng = seed_everything(cfg.seed)
     if cfg.logging.name is None:
@@ -265,7 +297,7 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
         if ckpt is not None:
             trainer.restore(ckpt)
         elif evaluate is not None and cfg.eval_every:  # the starting policy, same seeds: the gain is read from one run
-            start_eval = evaluate(policy)
+            start_eval = evaluate(reference)
             run.log(0, {**start_eval, "env_steps": 0})
         result = trainer.fit()
     finally:

@@ -69,6 +69,9 @@ def concat_tables(tables: list[Any], roots: list[str], cameras: list[str]) -> An
                                  f"'{roots[0]}' has {first.arrays[key].shape[1:]}")
     tasks = sorted({task for t in tables for task in t.tasks})
     keys = [IMAGE_PREFIX + c for c in cameras] + [STATE_KEY, ACTION_KEY]
+    from vla_rft.data.lerobot_io import DONE_KEY, REWARD_KEY, SUCCESS_KEY
+
+    keys += [k for k in (REWARD_KEY, SUCCESS_KEY, DONE_KEY) if all(k in t.arrays for t in tables)]  # offline RL's labels
     arrays = {k: np.concatenate([t.arrays[k] for t in tables]) for k in keys}
     arrays["task_index"] = np.concatenate(
         [np.array([tasks.index(t.tasks[i]) for i in t.arrays["task_index"]], dtype=np.int64) for t in tables])
@@ -90,6 +93,14 @@ def load_training_table(roots: list[str], cameras: list[str] | None) -> Any:
         raise UserInputError("--datasets is required: one or more LeRobotDataset roots, e.g. --datasets '[data/a,data/b]'")
     tables = [load_episode_table(r) for r in roots]
     return concat_tables(tables, list(roots), list(cameras) if cameras else tables[0].cameras)
+
+
+def task_names(instructions: list[str]) -> list[str]:
+    """The sims tasks whose instructions the data holds (sorted; unknown instructions are skipped)."""
+    import sims
+
+    by_instruction = {i: t.name for t in sims.list_tasks() for i in t.instructions}
+    return sorted({by_instruction[i] for i in instructions if i in by_instruction})
 
 
 # ------------------------------------------------------------------------------ policy
@@ -148,6 +159,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     tcfg = TrainerConfig(iterations=cfg.steps, save_every=cfg.save_every or cfg.steps, keep_every=cfg.save_every,
                          log_every=cfg.log_every, stop_at=cfg.stop_at)
     trainer = Trainer("pretrain", algo, tcfg, run, np_rng, desc="pretrain")
+    trainer.extra["pretrain_tasks"] = task_names(table.tasks)  # finetune evaluates retention on these
     if ckpt is not None:
         trainer.restore(ckpt)
     try:

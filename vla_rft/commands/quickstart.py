@@ -247,6 +247,7 @@ def _finetune(cfg: QuickstartConfig, root: Path, policy: str, stages: _Stages) -
             "--eval_episodes", str(cfg.curve_episodes), "--save_every", str(cfg.save_every), "--logging.root", str(root), "--logging.name", "finetune", "--logging.wandb", "disabled"]
     fcfg = parse_config(FinetuneConfig, args, group="finetune")
     fcfg.regularizers = cfg.regularizers
+    fcfg.retain_tasks = []  # retention is the before / after stages' evaluation, not the curve's
     if (run_dir / "checkpoints" / "last").is_dir():
         stages.start(f"fine-tuning ({fcfg.algo}) on {cfg.target}: resuming the interrupted run")
         fcfg.resume = str(run_dir)

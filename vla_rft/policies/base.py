@@ -190,6 +190,7 @@ class Policy(nn.Module, ABC):
         self.normalizer = normalizer
         self.head: ActionHead
         self.value_net: nn.Module | None = None
+        self.critic: nn.Module | None = None  # a chunk critic (vla_rft.policies.critic), from chunked TD
 
     # ----------------------------------------------------------------- subclass hooks
     @property
@@ -244,8 +245,19 @@ class Policy(nn.Module, ABC):
     def act(self, obs: Obs, deterministic: bool = True, generator: torch.Generator | None = None) -> np.ndarray:
         """Chunks (B, h, A) float32 in env units, clipped to [-1, 1]: what the executor plays."""
         with torch.inference_mode():
-            tokens = self.features(self.prepare(obs)).action_tokens
-            chunk_n = self.head.mode(tokens) if deterministic else self.head.chunk_of(self.head.sample(tokens, generator)[0])
+            feats = self.features(self.prepare(obs))
+            tokens = feats.action_tokens
+            n = int(getattr(self.config, "best_of_n", 0) or 0)
+            if n > 0 and self.critic is not None:  # Q-chunking's QC actor; deterministic: a fixed sample stream
+                from vla_rft.policies.critic import best_of_n
+
+                gen = generator if not deterministic or generator is not None else \
+                    torch.Generator(device=tokens.device).manual_seed(0)
+                chunk_n = best_of_n(self.head, self.critic, tokens, feats.pooled, n, gen)
+            elif deterministic:
+                chunk_n = self.head.mode(tokens)
+            else:
+                chunk_n = self.head.chunk_of(self.head.sample(tokens, generator)[0])
             return self.normalizer.unnormalize_action(chunk_n).clamp(-1.0, 1.0).cpu().numpy()
 
     def sample(self, obs: Obs, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -327,10 +339,12 @@ class Policy(nn.Module, ABC):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """``policy`` (trunk + head means), ``noise`` (exploration scale), ``value`` (value MLP):
+        """``policy`` (trunk + head means), ``noise`` (exploration scale), ``value`` (value MLP, chunk critic):
         the groups RL recipes give different learning rates (RL4VLA, VLA-RFT)."""
         noise = {id(p) for p in self.head.noise_parameters()}
         value = {id(p) for p in self.value_net.parameters()} if self.value_net is not None else set()
+        if self.critic is not None:  # critics learn at the value rate
+            value |= {id(p) for p in self.critic.parameters()}
         groups: dict[str, list[nn.Parameter]] = {"policy": [], "noise": [], "value": []}
         for p in self.parameters():
             groups["noise" if id(p) in noise else "value" if id(p) in value else "policy"].append(p)

@@ -67,6 +67,16 @@ class VLAConfig:
     """Initial log of the flow head's per-step noise scale (learned during RL)."""
     value_head: bool = True
     """Build the value MLP on the pooled trunk feature (shared actor-critic, RL4VLA)."""
+    critic_qs: int = 0
+    """Ensemble size of the chunk critic Q(s, chunk) on the pooled feature (0 builds none; set by finetune --algo chunked-td)."""
+    critic_hidden: int = 256
+    """Hidden width of each chunk-critic MLP."""
+    critic_layers: int = 2
+    """Hidden layers of each chunk-critic MLP."""
+    critic_horizon: int = 0
+    """Steps of the chunk the critic reads (0 is the whole chunk; 1 is a single-step critic)."""
+    best_of_n: int = 0
+    """Act with the best of this many sampled chunks by the critic's mean Q (Q-chunking's QC actor; 0 acts with the head alone)."""
 
     augment: bool = True
     """Augment images in training mode (random shift + brightness/contrast jitter)."""

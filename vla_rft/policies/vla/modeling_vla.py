@@ -173,6 +173,20 @@ class VLAPolicy(Policy):
         self.head = make_head(config)
         self.value_net = (nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
                           if config.value_head else None)
+        if config.critic_qs > 0:
+            self.attach_critic(config.critic_qs, config.critic_hidden, config.critic_layers, config.critic_horizon)
+
+    def attach_critic(self, num_qs: int, hidden: int, layers: int, horizon: int) -> None:
+        """Build the chunk critic (recorded in the config, so checkpoints rebuild it)."""
+        from vla_rft.policies.critic import ChunkCritic
+
+        c = self.config
+        if not 0 <= horizon <= c.chunk_size:
+            raise ConfigError(f"critic horizon must be in [0, {c.chunk_size}] (0 is the whole chunk), got {horizon}")
+        c.critic_qs, c.critic_hidden, c.critic_layers, c.critic_horizon = num_qs, hidden, layers, horizon
+        self.critic = ChunkCritic(c.dim, horizon or c.chunk_size, c.action_dim, hidden, layers, num_qs)
+        if next(self.parameters(), None) is not None:
+            self.critic.to(next(self.parameters()).device)
 
     @property
     def spec(self) -> PolicySpec:

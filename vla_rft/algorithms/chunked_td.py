@@ -1,0 +1,350 @@
+"""Offline chunked TD learning (CO-RFT, Q-chunking; ALGORITHMS.md §1) as a trainer algorithm.
+
+A critic over whole action chunks, Q(s_t, a_{t:t+h}), learns from LeRobotDatasets (demos, policy
+rollouts, deployed episodes) with the n-step chunk backup::
+
+    y = R_t + gamma^n * m * agg_k Qbar_k(s_{t+h}, a'),   R_t = sum_{k<n} gamma^k r_{t+k},   a' ~ pi(s_{t+h})
+
+n = the window's steps inside the episode; m = 0 when the episode **terminates** inside the window
+(its last frame is a success), 1 when it continues or is **truncated** (a time limit: the
+bootstrap then reads the episode's last frame, the nearest stored state). Rewards are the stored
+``next.reward`` or relabelled from ``next.success`` (1 on the first success frame). The critic reads
+the policy trunk's pooled feature, computed once for every frame with the trunk frozen, plus the
+chunk's first ``horizon`` actions; an ensemble of LayerNorm MLPs with a Polyak-averaged target.
+Cal-QL's calibrated conservative penalty is an option.
+
+Actors:
+
+- ``best_of_n`` (Q-chunking's QC): the policy is unchanged; it acts with the best of N sampled
+  chunks by the critic (``policy.best_of_n``), in ``eval``, ``serve`` and ``deploy`` alike.
+- ``bc_q`` (TD3+BC / one-step distilled form): the head learns bc_coef x its imitation loss on
+  the data minus q_coef x Q(s, mode(s)) / mean|Q|.
+- ``awr``: the head learns the data chunks weighted by exp(A / beta), A = Q(s, a) - mean_N Q(s, pi).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from vla_rft.config import ConfigError
+from vla_rft.contract import ACTION_KEY
+from vla_rft.data.lerobot_io import REWARD_KEY, SUCCESS_KEY
+
+ACTORS = ("best_of_n", "bc_q", "awr")
+
+
+@dataclass
+class ChunkedTDConfig:
+    """Chunked TD hyperparameters (Q-chunking's public code where it states them)."""
+
+    actor: str = "best_of_n"
+    """best_of_n (QC, the critic picks among sampled chunks), bc_q (BC plus Q on the head) or awr."""
+    num_samples: int = 32
+    """N, chunks sampled per state by best_of_n (at inference) and by awr's baseline."""
+    num_qs: int = 2
+    """Critic ensemble size."""
+    hidden: int = 256
+    """Hidden width of each critic MLP."""
+    layers: int = 2
+    """Hidden layers of each critic MLP."""
+    horizon: int = 0
+    """Chunk steps the critic and its backup span (0 is the policy's chunk; 1 is the one-step ablation)."""
+    gamma: float = 0.99
+    """Per-step discount."""
+    tau: float = 0.005
+    """Polyak rate of the target critic."""
+    target_agg: str = "mean"
+    """Ensemble aggregation in the target, mean or min."""
+    batch_size: int = 256
+    """Windows per update."""
+    lr_critic: float = 3e-4
+    """Critic learning rate."""
+    lr_actor: float = 1e-4
+    """Head learning rate (bc_q, awr)."""
+    reward: str = "success"
+    """success (1 on the first success frame) or stored (the dataset's next.reward)."""
+    cal_ql_alpha: float = 0.0
+    """Cal-QL penalty weight (0 disables; 0.1 to 1 in ConRFT)."""
+    cal_ql_samples: int = 10
+    """Chunks per source (uniform, pi(s), pi(s')) in the Cal-QL log-sum-exp."""
+    bc_coef: float = 1.0
+    """bc_q weight of the imitation loss."""
+    q_coef: float = 0.1
+    """bc_q weight of -Q(s, mode(s)) / mean|Q|."""
+    awr_beta: float = 1.0
+    """AWR temperature."""
+    awr_max_weight: float = 20.0
+    """AWR weight clip."""
+
+
+def check_config(cfg: ChunkedTDConfig) -> None:
+    if cfg.actor not in ACTORS:
+        raise ConfigError(f"chunked_td.actor must be one of {ACTORS}, got '{cfg.actor}'")
+    if cfg.target_agg not in ("mean", "min"):
+        raise ConfigError(f"chunked_td.target_agg must be mean or min, got '{cfg.target_agg}'")
+    if cfg.reward not in ("success", "stored"):
+        raise ConfigError(f"chunked_td.reward must be success or stored, got '{cfg.reward}'")
+    for name in ("num_samples", "num_qs", "hidden", "layers", "batch_size", "cal_ql_samples"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"chunked_td.{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 0 < cfg.gamma <= 1 or not 0 < cfg.tau <= 1 or cfg.cal_ql_alpha < 0 or cfg.awr_beta <= 0:
+        raise ConfigError("chunked_td needs 0 < gamma <= 1, 0 < tau <= 1, cal_ql_alpha >= 0 and awr_beta > 0")
+
+
+# ------------------------------------------------------------------------------ targets
+class ChunkTargets(NamedTuple):
+    """Per frame t (N,): the window's backup pieces."""
+
+    ret: np.ndarray  # R_t, discounted in-window reward
+    discount: np.ndarray  # gamma^n
+    bootstrap: np.ndarray  # m: 0 if the episode terminates inside the window
+    next_index: np.ndarray  # the frame the bootstrap reads
+    mc_return: np.ndarray  # Monte-Carlo return from t to the episode's end (Cal-QL's bound)
+    window: np.ndarray  # (N, horizon) frame indices of a_{t:t+h}, clamped to the episode
+    pad: np.ndarray  # (N, horizon) steps past the episode's end
+
+
+def frame_rewards(table: Any, kind: str, where: str = "the data") -> np.ndarray:
+    """Per-frame rewards (N,): stored ``next.reward`` or 1 on each episode's first success frame."""
+    a = table.arrays
+    if kind == "stored":
+        if REWARD_KEY not in a:
+            raise ConfigError(f"{where} has no '{REWARD_KEY}'; use --chunked_td.reward success")
+        return a[REWARD_KEY].reshape(-1).astype(np.float64)
+    if SUCCESS_KEY not in a:
+        hint = " or rewards" if REWARD_KEY not in a else "; use --chunked_td.reward stored"
+        raise ConfigError(f"{where} has no '{SUCCESS_KEY}' flags{hint}: chunked TD needs a reward")
+    success = a[SUCCESS_KEY].reshape(-1).astype(bool)
+    first = success.copy()
+    first[1:] &= ~success[:-1] | (table.episode_start[1:] == np.arange(1, len(success)))
+    return first.astype(np.float64)
+
+
+def chunk_targets(table: Any, rewards: np.ndarray, horizon: int, gamma: float) -> ChunkTargets:
+    """The backup of every frame's window (see the module docstring for the rule)."""
+    n_frames = len(rewards)
+    idx = np.arange(n_frames)
+    start, end = table.episode_start, table.episode_end
+    raw = idx[:, None] + np.arange(horizon)[None]
+    pad = raw >= end[:, None]
+    window = np.minimum(raw, end[:, None] - 1)
+    disc = gamma ** np.arange(horizon)
+    ret = (np.where(pad, 0.0, rewards[window]) * disc).sum(axis=1)
+    steps = (~pad).sum(axis=1)
+    crosses = idx + horizon >= end
+    success = table.arrays.get(SUCCESS_KEY)
+    last_success = (success.reshape(-1).astype(bool)[end - 1] if success is not None
+                    else np.zeros(n_frames, dtype=bool))
+    terminated = crosses & last_success
+    bootstrap = (~terminated).astype(np.float64)
+    discount = gamma ** steps.astype(np.float64)
+    next_index = np.where(crosses, end - 1, idx + horizon)
+    mc = np.zeros(n_frames)
+    for s in np.unique(start):  # backward per episode
+        e = int(end[s])
+        g = 0.0
+        for t in range(e - 1, s - 1, -1):
+            g = rewards[t] + gamma * g
+            mc[t] = g
+    return ChunkTargets(ret, discount, bootstrap, next_index, mc, window, pad)
+
+
+# ------------------------------------------------------------------------------ the algorithm
+class TargetCritic:
+    """The Polyak-averaged critic copy; saved in every checkpoint (a stateful trainer module)."""
+
+    name = "target_critic"
+
+    def __init__(self, critic: torch.nn.Module) -> None:
+        self.net = copy.deepcopy(critic)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, critic: torch.nn.Module, tau: float) -> None:
+        for t, s in zip(self.net.parameters(), critic.parameters()):
+            t.lerp_(s.detach(), tau)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.net.load_state_dict(state)
+
+
+@torch.no_grad()
+def trunk_features(policy: Any, windows: Any, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features (N, D) and action tokens (N, h, D) of every frame, the trunk in eval mode."""
+    from vla_rft.contract import IMAGE_PREFIX, STATE_KEY, TASK_KEY
+
+    table = windows.table
+    pooled, tokens = [], []
+    for lo in range(0, len(table), batch):
+        idx = np.arange(lo, min(lo + batch, len(table)))
+        obs = {k: v[idx] for k, v in table.arrays.items() if k.startswith(IMAGE_PREFIX) or k == STATE_KEY}
+        obs[TASK_KEY] = [table.tasks[i] for i in table.arrays["task_index"][idx]]
+        f = policy.features(policy.prepare(obs))
+        pooled.append(f.pooled.float())
+        tokens.append(f.action_tokens.float())
+    return torch.cat(pooled), torch.cat(tokens)
+
+
+class ChunkedTD:
+    """The trainer's algorithm: ``collect`` samples window indices, ``update`` takes one critic
+    step (and one actor step for bc_q / awr) and moves the target critic.
+
+    Args:
+        policy: the starting policy (its trunk stays frozen); a chunk critic is attached if it has none.
+        windows: chunk windows over the offline data (:class:`~vla_rft.data.chunks.ChunkWindows`).
+        cfg: the hyperparameters.
+        rng: the trainer's Generator (batch sampling, saved in checkpoints).
+        terms: forgetting hooks (EMA); loss terms that read observations are refused.
+    """
+
+    def __init__(self, policy: Any, windows: Any, cfg: ChunkedTDConfig, rng: np.random.Generator,
+                 terms: list[Any] | None = None, seed: int = 0, where: str = "--data") -> None:
+        check_config(cfg)
+        if not hasattr(policy, "attach_critic"):
+            raise ConfigError(f"chunked TD needs a policy that can carry a chunk critic (the built-in VLA), "
+                              f"not '{policy.policy_type}'")
+        spec = policy.spec
+        horizon = cfg.horizon or spec.chunk_size
+        if not 1 <= horizon <= spec.chunk_size:
+            raise ConfigError(f"chunked_td.horizon must be in [1, {spec.chunk_size}] (0 is the policy's chunk)")
+        if policy.critic is None:
+            policy.attach_critic(cfg.num_qs, cfg.hidden, cfg.layers, 0 if horizon == spec.chunk_size else horizon)
+        policy.config.best_of_n = cfg.num_samples if cfg.actor == "best_of_n" else 0
+        for p in policy.parameters():
+            p.requires_grad_(False)
+        trainable = list(policy.critic.parameters())
+        actor_params = [p for n, p in policy.head.named_parameters()] if cfg.actor != "best_of_n" else []
+        for p in trainable + actor_params:
+            p.requires_grad_(True)
+        illegal = [t.name for t in terms or [] if callable(t)]
+        if illegal:
+            raise ConfigError(f"chunked TD takes weight hooks (EMA) but not loss terms yet: {', '.join(illegal)}")
+        self.policy, self.windows, self.cfg, self.rng, self.seed = policy, windows, cfg, rng, seed
+        self.horizon = horizon
+        self.target = TargetCritic(policy.critic)
+        self.terms = [self.target, *(terms or [])]
+        groups = [{"params": trainable, "lr": cfg.lr_critic}]
+        if actor_params:
+            groups.append({"params": actor_params, "lr": cfg.lr_actor})
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+        table = windows.table
+        self.rewards = frame_rewards(table, cfg.reward, where)
+        self.targets = chunk_targets(table, self.rewards, horizon, cfg.gamma)
+        policy.eval()
+        self.pooled, self.tokens = trunk_features(policy, windows)
+        actions = torch.as_tensor(table.arrays[ACTION_KEY], dtype=torch.float32, device=policy.device)
+        self.actions = policy.normalizer.normalize_action(actions, clip=True)  # (N, A) normalized
+        full = windows.window_indices(np.arange(len(table)))  # the policy's whole chunk, for BC
+        self.bc_window, self.bc_pad = torch.as_tensor(full[0]), torch.as_tensor(full[1])
+
+    # ------------------------------------------------------------------ trainer hooks
+    def collect(self, iteration: int) -> np.ndarray:
+        return self.rng.integers(0, len(self.rewards), size=self.cfg.batch_size)
+
+    def _sample_chunks(self, idx: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+        """(B * n, h, A) normalized chunks from the head at frames ``idx`` (n per frame)."""
+        latent, _ = self.policy.head.sample(self.tokens[idx].repeat_interleave(n, dim=0), gen)
+        return self.policy.head.chunk_of(latent)
+
+    def update(self, batch: np.ndarray, iteration: int, progress: float, rng: np.random.Generator
+               ) -> dict[str, float]:
+        cfg, policy, tg = self.cfg, self.policy, self.targets
+        gen = torch.Generator(device=policy.device).manual_seed(self.seed * 1_000_003 + iteration)
+        idx = torch.as_tensor(batch)
+        nxt = torch.as_tensor(tg.next_index[batch])
+        f = lambda a: torch.as_tensor(a[batch], dtype=torch.float32)
+        data_chunk = self.actions[torch.as_tensor(tg.window[batch])]  # (B, hc, A)
+        with torch.no_grad():
+            next_chunk = self._sample_chunks(nxt, 1, gen)
+            q_next = self.target.net(self.pooled[nxt], next_chunk)  # (K, B)
+            q_next = q_next.mean(0) if cfg.target_agg == "mean" else q_next.min(0).values
+            y = f(tg.ret) + f(tg.discount) * f(tg.bootstrap) * q_next
+        q = policy.critic(self.pooled[idx], data_chunk)  # (K, B)
+        td = ((q - y[None]) ** 2).mean()
+        critic_loss = td
+        metrics: dict[str, float] = {"loss/td": float(td.detach()), "q_mean": float(q.mean().detach()),
+                                     "target_mean": float(y.mean())}
+        if cfg.cal_ql_alpha > 0:
+            pen = self._cal_ql(idx, nxt, q, f(tg.mc_return), gen)
+            critic_loss = critic_loss + cfg.cal_ql_alpha * pen
+            metrics["loss/cal_ql"] = float(pen.detach())
+        crit_params = list(policy.critic.parameters())
+        grads = torch.autograd.grad(critic_loss, crit_params)
+        for p, g in zip(crit_params, grads):
+            p.grad = g
+        if cfg.actor != "best_of_n":
+            actor_loss, am = self._actor_loss(idx, gen)
+            head_params = [p for p in policy.head.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(actor_loss, head_params, allow_unused=True)
+            for p, g in zip(head_params, grads):
+                p.grad = g
+            metrics.update(am)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.target.update(policy.critic, cfg.tau)
+        return metrics
+
+    def _cal_ql(self, idx: torch.Tensor, nxt: torch.Tensor, q_data: torch.Tensor, mc: torch.Tensor,
+                gen: torch.Generator) -> torch.Tensor:
+        """Cal-QL: E[logsumexp_{a in A_s} max(Q(s, a), G_MC(s)) - Q(s, a_data)], A_s = N uniform
+        chunks in the normalized range, N from pi(s), N from pi(s')."""
+        n, b = self.cfg.cal_ql_samples, len(idx)
+        h, a_dim = self.policy.spec.chunk_size, self.policy.spec.action_dim
+        with torch.no_grad():
+            uniform = torch.rand((b * n, h, a_dim), generator=gen, device=q_data.device) * 2 - 1
+            ood = torch.cat([uniform, self._sample_chunks(idx, n, gen), self._sample_chunks(nxt, n, gen)])
+        feats = self.pooled[idx].repeat_interleave(n, dim=0).repeat(3, 1)
+        q_ood = self.policy.critic(feats, ood)  # (K, 3 * B * n): [uniform | pi(s) | pi(s')], each state-major
+        q_ood = q_ood.view(q_ood.shape[0], 3, b, n).permute(0, 2, 1, 3).reshape(q_ood.shape[0], b, 3 * n)
+        return cal_ql_penalty(q_ood, q_data, mc)
+
+    def _actor_loss(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg, head, critic = self.cfg, self.policy.head, self.policy.critic
+        tokens, pooled = self.tokens[idx], self.pooled[idx]
+        target = self.actions[self.bc_window[idx]]  # (B, h, A)
+        mask = ~self.bc_pad[idx]
+        if cfg.actor == "bc_q":
+            bc, _ = head.bc_loss(tokens, target, mask, gen)
+            q = critic(pooled, head.mode(tokens)).mean(0)
+            scale = q.abs().mean().detach().clamp_min(1e-6)
+            return cfg.bc_coef * bc - cfg.q_coef * q.mean() / scale, {"loss/bc": float(bc.detach()),
+                                                                       "q_actor": float(q.mean().detach())}
+        with torch.no_grad():  # awr
+            q_data = critic(pooled, target).mean(0)
+            n = cfg.num_samples
+            q_pi = critic(pooled.repeat_interleave(n, dim=0), self._sample_chunks(idx, n, gen)).mean(0)
+            adv = q_data - q_pi.view(len(idx), n).mean(1)
+            w = torch.exp(adv / cfg.awr_beta).clamp(max=cfg.awr_max_weight)
+        step_logp = head.step_log_prob(tokens, head.latent_from_chunk(target))  # (B, h)
+        m = mask.to(step_logp.dtype)
+        nll = -(step_logp * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return (w * nll).mean(), {"loss/awr": float((w * nll).mean().detach()), "awr_weight": float(w.mean())}
+
+    def probe_states(self, reference: Any, seed: int, count: int = 64) -> dict[str, Any]:
+        n = len(self.rewards)
+        return self.windows.batch(np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(np.int64)))
+
+    def env_steps(self, batch: Any) -> int:
+        return 0
+
+    def batch_metrics(self, batch: Any, seconds: float) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def cal_ql_penalty(q_ood: torch.Tensor, q_data: torch.Tensor, mc_return: torch.Tensor) -> torch.Tensor:
+    """Cal-QL's conservative term, mean over ensemble and batch: logsumexp over the out-of-data
+    chunks (K, B, M) of Q lower-bounded by the data's Monte-Carlo return (B,), minus Q(s, a_data) (K, B)."""
+    bounded = torch.maximum(q_ood, mc_return[None, :, None])
+    return (torch.logsumexp(bounded, dim=-1) - q_data).mean()
