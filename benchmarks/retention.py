@@ -247,12 +247,24 @@ def main() -> int:
     ap.add_argument("--demos", type=int, default=50, help="expert press_button demonstrations for SFT")
     ap.add_argument("--replay_demos", type=int, default=30, help="expert demos per pretraining task (replay, EWC)")
     ap.add_argument("--pretrain_data", nargs="*", default=None, help="use these pretraining datasets instead")
-    ap.add_argument("--modules", nargs="+", default=list(MODULES))
+    ap.add_argument("--modules", nargs="+", default=list(MODULES), help="modules to run (names of MODULES or --module)")
+    ap.add_argument("--module", action="append", default=[], metavar="NAME=ARGS",
+                    help="define a module, e.g. 'l2-100=--regularizers.l2_init_coef 100' (repeatable)")
+    ap.add_argument("--no_pair", action="store_true", help="skip the best-pair runs (a coefficient sweep)")
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side (they share the machine's cores)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "retention"))
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "retention.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "images" / "retention.png"))
     args = ap.parse_args()
+    for spec in args.module:
+        name, _, rest = spec.partition("=")
+        name = name.strip()
+        MODULES[name] = rest.split()
+        if any(a.startswith(("--regularizers.ewc", "--regularizers.replay")) for a in MODULES[name]):
+            NEEDS_DATA.add(name)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        ap.error(f"unknown module(s) {unknown}; define them with --module NAME=ARGS")
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -277,15 +289,16 @@ def main() -> int:
     start["retain_mean"] = float(np.mean(list(start["per_task"].values())))
     by = lambda name: [r for r in records if r["config"] == name]
     configs = {name: pooled(by(name), start) for name in ["none", *args.modules, "wise", "sft"]}
-    pair = choose_pair(configs, [m for m in args.modules])
-    pair_extra = [a for m in pair for a in MODULES[m] + (data_args if m in NEEDS_DATA else [])]
-    if "--optim.lr_policy" in pair_extra and pair_extra.count("--optim.lr_policy") > 1:
-        raise SystemExit("two modules set the learning rate")
-    pair_name = "+".join(pair)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        pair_runs = list(pool.map(one, [(f"pair-s{s}", pair_name, s, pair_extra) for s in args.seeds]))
-    records += pair_runs
-    configs[pair_name] = pooled(by(pair_name), start)
+    pair: list[str] = []
+    if not args.no_pair:
+        pair = choose_pair(configs, list(args.modules))
+        pair_extra = [a for m in pair for a in MODULES[m] + (data_args if m in NEEDS_DATA else [])]
+        if pair_extra.count("--optim.lr_policy") > 1:
+            raise SystemExit("two modules set the learning rate")
+        pair_name = "+".join(pair)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            records += list(pool.map(one, [(f"pair-{pair_name}-s{s}", pair_name, s, pair_extra) for s in args.seeds]))
+        configs[pair_name] = pooled(by(pair_name), start)
 
     rl = [r for r in records if r["config"] not in ("wise", "start") and r["kl"] is not None]
     drops = [start["retain_mean"] - np.mean([r["retain"][t] / r["retain_n"] for t in PRETRAIN_TASKS]) for r in rl]
@@ -307,7 +320,7 @@ def main() -> int:
     Path(args.results).with_suffix(".md").write_text(md + "\n")
     plot(configs, start, Path(args.plot))
     print(md)
-    print(f"\npair: {pair_name}; KL vs retention drop over {kl_vs_drop.get('n')} runs: {kl_vs_drop}; "
+    print(f"\npair: {'+'.join(pair) or 'not run'}; KL vs retention drop over {kl_vs_drop.get('n')} runs: {kl_vs_drop}; "
           f"goal (>=95% retention at >=90% of none's gain) met by: {goal or 'none'}; "
           f"{result['total_seconds'] / 60:.1f} min")
     return 0
