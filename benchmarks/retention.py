@@ -173,7 +173,9 @@ def pooled(records: list[dict], start: dict) -> dict:
             "target_episodes": n_t, "gain": k_t / n_t - start["target"], "per_task": per_task,
             "retain_mean": retain_mean, "retention": retain_mean / start["retain_mean"],
             "target_per_seed": seeds_target, "retention_per_seed": [float(x) / start["retain_mean"] for x in seeds_ret],
-            "kl": float(np.mean(kls)) if kls else None}
+            "kl": float(np.mean(kls)) if kls else None,
+            "env_steps": float(np.mean([r["env_steps"] for r in records])) if records[0]["env_steps"] is not None
+            else None}
 
 
 def correlation(x: list[float], y: list[float]) -> dict:
@@ -224,17 +226,18 @@ def plot(configs: dict, start: dict, path: Path) -> None:
 
 def table(configs: dict, start: dict, args: argparse.Namespace) -> str:
     lines = [f"| config | target {TARGET} (95% CI) | gain | " + " | ".join(PRETRAIN_TASKS)
-             + " | pretraining mean | retention | KL(pi0‖pi) target states |",
-             "|---|---|---|" + "---|" * len(PRETRAIN_TASKS) + "---|---|---|"]
+             + " | pretraining mean | retention | KL(pi0‖pi) target states | env steps per run |",
+             "|---|---|---|" + "---|" * len(PRETRAIN_TASKS) + "---|---|---|---|"]
     st = f"| start | {100 * start['target']:.0f}% | – | " + " | ".join(
-        f"{100 * start['per_task'][t]:.0f}%" for t in PRETRAIN_TASKS) + f" | {100 * start['retain_mean']:.0f}% | 100% | 0 |"
+        f"{100 * start['per_task'][t]:.0f}%" for t in PRETRAIN_TASKS) + f" | {100 * start['retain_mean']:.0f}% | 100% | 0 | – |"
     lines.append(st)
     for name, c in configs.items():
         lo, hi = c["target_ci95"]
         kl = f"{c['kl']:.3f}" if c["kl"] is not None else "–"
         lines.append(f"| {name} | {100 * c['target']:.1f}% ({100 * lo:.0f}–{100 * hi:.0f}) | {100 * c['gain']:+.1f} | "
                      + " | ".join(f"{100 * c['per_task'][t]['success']:.0f}%" for t in PRETRAIN_TASKS)
-                     + f" | {100 * c['retain_mean']:.1f}% | {100 * c['retention']:.0f}% | {kl} |")
+                     + f" | {100 * c['retain_mean']:.1f}% | {100 * c['retention']:.0f}% | {kl} | "
+                     + (f"{c['env_steps']:,.0f} |" if c.get("env_steps") else "– |"))
     return "\n".join(lines)
 
 
