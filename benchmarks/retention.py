@@ -217,7 +217,7 @@ def plot(configs: dict, start: dict, path: Path) -> None:
     ax.set_xlabel(f"target gain on {TARGET} (points; start {100 * start['target']:.0f}%)")
     ax.set_ylabel("pretraining-task success kept (% of start)")
     ax.set_title("Retention vs gain, pooled over seeds (Wilson 95% on the target)")
-    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    ax.legend(fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
