@@ -25,7 +25,28 @@ class BatchView:
         self.obs = batch
 
 
-class BC:
+class OfflineAlgorithm:
+    """What every algorithm learning from datasets (``self.windows``) shares: no env steps, no
+    rollout metrics, and fixed probe states for the logged KL to the start."""
+
+    windows: Any
+
+    def probe_states(self, reference: Any, seed: int, count: int = 64) -> dict[str, Any]:
+        """``count`` evenly spaced frames of the training data (where the logged KL is measured)."""
+        n = len(self.windows)
+        return self.windows.batch(np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(np.int64)))
+
+    def env_steps(self, batch: Any) -> int:
+        return 0
+
+    def batch_metrics(self, batch: Any, seconds: float) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class BC(OfflineAlgorithm):
     """Behaviour cloning on :class:`~vla_rft.data.chunks.ChunkWindows`.
 
     Args:
@@ -65,16 +86,3 @@ class BC:
         self.losses.append(float(metrics["loss"]))
         return {**metrics, "lr": lr, "grad_norm": grad_norm}
 
-    def probe_states(self, reference: Any, seed: int, count: int = 64) -> dict[str, Any]:
-        """``count`` evenly spaced frames of the training data (where the logged KL is measured)."""
-        idx = np.unique(np.linspace(0, len(self.windows) - 1, min(count, len(self.windows))).round().astype(np.int64))
-        return self.windows.batch(idx)
-
-    def env_steps(self, batch: Any) -> int:
-        return 0
-
-    def batch_metrics(self, batch: Any, seconds: float) -> dict[str, float]:
-        return {}
-
-    def close(self) -> None:
-        pass

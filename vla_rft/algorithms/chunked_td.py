@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from vla_rft.algorithms.bc import OfflineAlgorithm
 from vla_rft.config import ConfigError
 from vla_rft.contract import ACTION_KEY
 from vla_rft.data.lerobot_io import REWARD_KEY, SUCCESS_KEY
@@ -194,7 +195,7 @@ def trunk_features(policy: Any, windows: Any, batch: int = 256) -> tuple[torch.T
     return torch.cat(pooled), torch.cat(tokens)
 
 
-class ChunkedTD:
+class ChunkedTD(OfflineAlgorithm):
     """The trainer's algorithm: ``collect`` samples window indices, ``update`` takes one critic
     step (and one actor step for bc_q / awr) and moves the target critic.
 
@@ -329,18 +330,6 @@ class ChunkedTD:
         nll = -(step_logp * m).sum(1) / m.sum(1).clamp_min(1.0)
         return (w * nll).mean(), {"loss/awr": float((w * nll).mean().detach()), "awr_weight": float(w.mean())}
 
-    def probe_states(self, reference: Any, seed: int, count: int = 64) -> dict[str, Any]:
-        n = len(self.rewards)
-        return self.windows.batch(np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(np.int64)))
-
-    def env_steps(self, batch: Any) -> int:
-        return 0
-
-    def batch_metrics(self, batch: Any, seconds: float) -> dict[str, float]:
-        return {}
-
-    def close(self) -> None:
-        pass
 
 
 def cal_ql_penalty(q_ood: torch.Tensor, q_data: torch.Tensor, mc_return: torch.Tensor) -> torch.Tensor:
