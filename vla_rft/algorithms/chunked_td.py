@@ -128,12 +128,12 @@ def frame_rewards(table: Any, kind: str, where: str = "the data") -> np.ndarray:
 
 def chunk_targets(table: Any, rewards: np.ndarray, horizon: int, gamma: float) -> ChunkTargets:
     """The backup of every frame's window (see the module docstring for the rule)."""
+    from vla_rft.data.chunks import ChunkWindows
+
     n_frames = len(rewards)
     idx = np.arange(n_frames)
     start, end = table.episode_start, table.episode_end
-    raw = idx[:, None] + np.arange(horizon)[None]
-    pad = raw >= end[:, None]
-    window = np.minimum(raw, end[:, None] - 1)
+    window, pad = ChunkWindows(table, horizon).window_indices(idx)
     disc = gamma ** np.arange(horizon)
     ret = (np.where(pad, 0.0, rewards[window]) * disc).sum(axis=1)
     steps = (~pad).sum(axis=1)
@@ -181,15 +181,9 @@ class TargetCritic:
 @torch.no_grad()
 def trunk_features(policy: Any, windows: Any, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features (N, D) and action tokens (N, h, D) of every frame, the trunk in eval mode."""
-    from vla_rft.contract import IMAGE_PREFIX, STATE_KEY, TASK_KEY
-
-    table = windows.table
     pooled, tokens = [], []
-    for lo in range(0, len(table), batch):
-        idx = np.arange(lo, min(lo + batch, len(table)))
-        obs = {k: v[idx] for k, v in table.arrays.items() if k.startswith(IMAGE_PREFIX) or k == STATE_KEY}
-        obs[TASK_KEY] = [table.tasks[i] for i in table.arrays["task_index"][idx]]
-        f = policy.features(policy.prepare(obs))
+    for lo in range(0, len(windows), batch):
+        f = policy.features(policy.prepare(windows.batch(np.arange(lo, min(lo + batch, len(windows))))))
         pooled.append(f.pooled.float())
         tokens.append(f.action_tokens.float())
     return torch.cat(pooled), torch.cat(tokens)

@@ -264,13 +264,16 @@ class Freeze:
     name = "freeze"
 
     def __init__(self, policy: Any, prefixes: list[str]) -> None:
+        def under(name: str, prefix: str) -> bool:
+            return name == prefix or name.startswith(prefix.rstrip(".") + ".")
+
         names = [n for n, _ in policy.named_parameters()]
         for prefix in prefixes:
-            if not any(n == prefix or n.startswith(prefix.rstrip(".") + ".") for n in names):
+            if not any(under(n, prefix) for n in names):
                 raise ConfigError(f"regularizers.freeze: no parameter of the policy starts with '{prefix}'")
         self.prefixes = list(prefixes)
         for n, p in policy.named_parameters():
-            if any(n == pre or n.startswith(pre.rstrip(".") + ".") for pre in prefixes):
+            if any(under(n, pre) for pre in prefixes):
                 p.requires_grad_(False)
 
 

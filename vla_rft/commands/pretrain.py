@@ -57,6 +57,7 @@ def concat_tables(tables: list[Any], roots: list[str], cameras: list[str]) -> An
     """One :class:`EpisodeTable` over several datasets (episodes kept apart, tasks merged)."""
     from vla_rft.contract import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
     from vla_rft.data.chunks import EpisodeTable
+    from vla_rft.data.lerobot_io import DONE_KEY, REWARD_KEY, SUCCESS_KEY
 
     first = tables[0]
     for t, root in zip(tables, roots):
@@ -69,8 +70,6 @@ def concat_tables(tables: list[Any], roots: list[str], cameras: list[str]) -> An
                                  f"'{roots[0]}' has {first.arrays[key].shape[1:]}")
     tasks = sorted({task for t in tables for task in t.tasks})
     keys = [IMAGE_PREFIX + c for c in cameras] + [STATE_KEY, ACTION_KEY]
-    from vla_rft.data.lerobot_io import DONE_KEY, REWARD_KEY, SUCCESS_KEY
-
     keys += [k for k in (REWARD_KEY, SUCCESS_KEY, DONE_KEY) if all(k in t.arrays for t in tables)]  # offline RL's labels
     arrays = {k: np.concatenate([t.arrays[k] for t in tables]) for k in keys}
     arrays["task_index"] = np.concatenate(
