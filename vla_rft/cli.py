@@ -30,6 +30,8 @@ commands:
   serve        serve a policy over websockets + msgpack (robots.server)
   deploy       run a policy on a robot at a fixed rate, safety-filtered, logging a LeRobotDataset
   wise-ft      interpolate start and fine-tuned weights (WiSE-FT), evaluate target and retention per alpha
+  world-model train   learn an action-conditioned world model from LeRobotDatasets (resumable)
+  world-model eval    world-model fidelity (open loop, closed loop, videos) and policy ranking against the sim
   report       one static HTML page from run directories: curves, tables, retention, videos, configs
 
 Run 'vla-rft <command> --help' for a command's options."""
@@ -74,9 +76,25 @@ def _commands() -> dict[str, Command]:
         "serve": Command(lambda: deploy.ServeConfig, deploy.run_serve, "policy server"),
         "deploy": Command(lambda: deploy.DeployConfig, deploy.run, "deploy a policy on a robot"),
         "wise-ft": Command(lambda: wise_ft.WiseFTConfig, wise_ft.run, "weight interpolation sweep"),
+        "world-model train": Command(lambda: _wm_train().WorldModelTrainConfig, lambda c: _wm_train().run(c),
+                                     "train a world model", "world_model"),
+        "world-model eval": Command(lambda: _wm_eval().WorldModelEvalConfig, lambda c: _wm_eval().run(c),
+                                    "evaluate a world model", "world_model"),
         "report": Command(lambda: _report().ReportConfig, lambda c: _report().run(c), "HTML report of runs",
                           positional="runs"),
     }
+
+
+def _wm_train() -> Any:
+    from world_models import train
+
+    return train
+
+
+def _wm_eval() -> Any:
+    from world_models import evaluate
+
+    return evaluate
 
 
 def _report() -> Any:

@@ -132,7 +132,8 @@ class Trainer:
         cfg: budget and cadence.
         run: the run directory (:func:`vla_rft.run.open_run`).
         rng: the run's numpy Generator (minibatch shuffles, BC sampling); saved in checkpoints.
-        evaluate: ``evaluate(policy) -> flat metrics`` with ``eval/success_rate`` (None: never).
+        evaluate: ``evaluate(policy) -> flat metrics``; with ``eval/success_rate`` the best is kept as
+            ``checkpoints/best`` (None: never evaluate).
         desc: the progress bar's label.
     """
 
@@ -221,8 +222,9 @@ class Trainer:
                         last_eval, evaluated = self.evaluate(algo.policy), True
                     metrics.update(last_eval)
                     self._report(it + 1, last_eval, tty)
-                    if last_eval["eval/success_rate"] > self.extra["best_success"]:
-                        self.extra["best_success"] = last_eval["eval/success_rate"]
+                    score = last_eval.get("eval/success_rate")  # routes without one (a world model) keep no best
+                    if score is not None and score > self.extra["best_success"]:
+                        self.extra["best_success"] = score
                         self.save(run.checkpoints / "best")
                 if (it + 1) % cfg.log_every == 0 or it + 1 == end or evaluated or final:
                     run.log(it + 1, metrics)
@@ -255,8 +257,10 @@ class Trainer:
             return
         parts = [f"{'target' if k == 'eval/success_rate' else k.removesuffix('/success_rate').split('/')[-1]} {v:.3f}"
                  for k, v in ev.items() if k.endswith("success_rate")]
+        what = "eval success " + ", ".join(parts) if parts else "eval " + ", ".join(  # routes without a success rate
+            f"{k.split('/')[-1]} {v:.3g}" for k, v in ev.items() if isinstance(v, float))
         print(f"{self.desc}: iteration {iteration}/{self.cfg.iterations}, env steps {self.counters['env_steps']}: "
-              f"eval success {', '.join(parts)}", file=sys.stderr, flush=True)
+              f"{what}", file=sys.stderr, flush=True)
 
 
 def algo_postfix(metrics: dict[str, Any]) -> list[str]:

@@ -87,7 +87,9 @@ class FinetuneConfig(TrainRunOptions):
     retain_episodes: int | None = None
     """Episodes per retention task and evaluation (default eval_episodes)."""
     source: str = "sim"
-    """Rollout source, sim (MuJoCo vector env in this process, see --vector), ray (the envs split over Ray actors), fake (a numpy toy task for tests) or any name registered with vla_rft.sources.register_source."""
+    """Rollout source, sim (MuJoCo vector env in this process, see --vector), ray (the envs split over Ray actors), world-model (imagined envs in --world_model, success-head reward), fake (a numpy toy task for tests) or any name registered with vla_rft.sources.register_source."""
+    world_model: str | None = None
+    """World-model checkpoint for --source world-model (from vla-rft world-model train); fine-tuning inside it takes no real simulator steps."""
     ray_workers: int = 2
     """Ray actors (source ray); the envs are split between them."""
     seed: int = 0
@@ -116,6 +118,8 @@ def _check(cfg: FinetuneConfig) -> None:
                  "sft_batch_size"):
         if getattr(cfg, name) < 1:
             raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.world_model and cfg.source != "world-model":
+        raise UserInputError(f"--world_model is read by --source world-model only (the source is '{cfg.source}')")
     if cfg.eval_episodes < 0:
         raise UserInputError(f"--eval_episodes must be >= 0, got {cfg.eval_episodes}")
     if cfg.minutes is not None and not cfg.minutes > 0:
@@ -140,7 +144,8 @@ def source_spec(cfg: FinetuneConfig, policy: Any) -> Any:
         kwargs["potential_gamma"] = cfg.ppo.gamma  # gamma * phi(s') - phi(s): the shaping PPO's discount leaves optimal policies unchanged
     if cfg.time_limit is not None:
         kwargs["max_episode_steps"] = cfg.time_limit
-    return SourceSpec(str(cfg.task), _num_envs(cfg), int(spec.chunk_size), cfg.vector, kwargs, cfg.ray_workers)
+    options = {"world_model": cfg.world_model} if cfg.world_model else {}
+    return SourceSpec(str(cfg.task), _num_envs(cfg), int(spec.chunk_size), cfg.vector, kwargs, cfg.ray_workers, options)
 
 
 def _max_chunks(cfg: FinetuneConfig, policy: Any) -> int:

@@ -104,3 +104,4 @@ def _register_builtins() -> None:
     import vla_rft.sources.fake
     import vla_rft.sources.ray_source
     import vla_rft.sources.vector  # noqa: F401
+    import world_models.source  # noqa: F401  (the imagined env)
