@@ -251,3 +251,43 @@ def test_world_model_checkpoints_of_the_wrong_kind_cameras_or_resolution_fail_cl
     assert _cli("world-model", "eval", "--world_model", str(tmp_path / "wm_64"), "--task", "pick_cube",
                 "--policy", f"[{policy}]", "--episodes", "1") == 2
     assert "image size is [64, 64], the policy's is [32, 32]" in capsys.readouterr().err
+
+
+def test_grpo_fine_tunes_inside_the_world_model_without_stepping_the_simulator(tmp_path, monkeypatch):
+    """finetune --source world-model: the policy's weights move, the imagined rollouts are logged,
+    and no real physics step is taken (SimEnv.step is never called; resets only)."""
+    import sims.env
+    from sim_fixtures import save_sim_policy
+    from vla_rft.checkpoint import load_checkpoint
+
+    from sim_fixtures import sim_policy
+    from world_models.source import ImaginedSource
+
+    model = _tiny_model()
+    src = ImaginedSource(model, "pick_cube", 32, {"cameras": ["front"], "image_size": 32})
+    obs = src.reset(list(range(32)))
+    src.close()
+    with torch.no_grad():  # a success head that splits the policy's sampled chunks in two: mixed groups
+        head = model.dynamics.head[-1]
+        head.weight[-1].normal_(0.0, 3.0, generator=torch.Generator().manual_seed(0))
+        chunks = torch.as_tensor(np.asarray(sim_policy().act(obs, deterministic=False), np.float32))
+        _, _, logit = model.step(src.z, src.s, chunks)  # the latents of the real reset frames
+        head.bias[-1] -= logit.median()
+    model.save(tmp_path / "wm")
+    policy = save_sim_policy(tmp_path / "policy")
+
+    def no_physics(self, action):
+        raise AssertionError("a real simulator step was taken")
+
+    monkeypatch.setattr(sims.env.SimEnv, "step", no_physics)
+    code = _cli("finetune", "--config", "grpo_tiny", "--policy", str(policy), "--task", "pick_cube", "--source",
+                "world-model", "--world_model", str(tmp_path / "wm"), "--iterations", "2", "--eval_episodes", "0",
+                "--time_limit", "4",  # one chunk per episode
+                "--grpo.groups", "1", "--grpo.group_size", "4", "--retain_tasks", "[]", "--logging.wandb", "disabled",
+                "--logging.root", str(tmp_path / "runs"), "--logging.name", "wm-grpo")
+    assert code == 0
+    recs = [json.loads(x) for x in (tmp_path / "runs" / "wm-grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["env_steps"] > 0 and "rollout/success_rate" in recs[-1]
+    start = load_checkpoint(policy).tensors
+    end = load_checkpoint(tmp_path / "runs" / "wm-grpo" / "checkpoints" / "last").tensors
+    assert any(not torch.equal(start[k], end[k]) for k in start if k in end)
