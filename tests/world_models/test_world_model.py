@@ -291,3 +291,32 @@ def test_grpo_fine_tunes_inside_the_world_model_without_stepping_the_simulator(t
     start = load_checkpoint(policy).tensors
     end = load_checkpoint(tmp_path / "runs" / "wm-grpo" / "checkpoints" / "last").tensors
     assert any(not torch.equal(start[k], end[k]) for k in start if k in end)
+
+
+def test_similarity_reward_is_zero_on_the_recorded_chunks_and_negative_elsewhere(demos):
+    from vla_rft.errors import UserInputError
+    from world_models.source import DatasetStarts, ImaginedSource
+
+    model = _tiny_model()
+    with torch.no_grad():  # latents that move with the chunk (the untrained output layer is zero)
+        model.dynamics.out[-1].weight.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(0))
+        for block in model.dynamics.blocks:
+            block.conv2.weight.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(1))
+    starts = DatasetStarts([str(demos)], ["front"])
+    kwargs = {"cameras": ["front"], "image_size": 32}
+    src = ImaginedSource(model, "pick_cube", 2, kwargs, reward="similarity", starts=starts)
+    obs = src.reset([0, 1])
+    table = starts.table
+    first = starts.first[:2]
+    np.testing.assert_array_equal(obs["observation.state"], table.arrays["observation.state"][first])
+    assert obs["task"] == [table.tasks[int(table.arrays["task_index"][i])] for i in first]
+    recorded = [starts.chunks(s, 3, 4) for s in (0, 1)]
+    for k in range(3):
+        chunk = np.stack([recorded[0][k], np.clip(recorded[1][k] + 0.8, -1, 1)])  # env 1 strays
+        step = src.step(chunk)
+        assert step.rewards[0].sum() == pytest.approx(0.0, abs=1e-6)
+        assert step.rewards[1, -1] < 0 and step.rewards[1, :-1].sum() == 0
+        assert not step.terminated.any()
+    src.close()
+    with pytest.raises(UserInputError, match="needs init data"):
+        ImaginedSource(model, "pick_cube", 2, kwargs, reward="similarity")

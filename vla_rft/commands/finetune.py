@@ -32,6 +32,7 @@ from vla_rft.algorithms.grpo import GRPOConfig
 from vla_rft.algorithms.optim import RLOptimConfig
 from vla_rft.algorithms.ppo import PPOConfig
 from vla_rft.trainer import TrainRunOptions, resumed_config
+from world_models.source import ImaginedConfig
 
 
 @dataclass
@@ -90,6 +91,8 @@ class FinetuneConfig(TrainRunOptions):
     """Rollout source, sim (MuJoCo vector env in this process, see --vector), ray (the envs split over Ray actors), world-model (imagined envs in --world_model, success-head reward), fake (a numpy toy task for tests) or any name registered with vla_rft.sources.register_source."""
     world_model: str | None = None
     """World-model checkpoint for --source world-model (from vla-rft world-model train); fine-tuning inside it takes no real simulator steps."""
+    imagined: ImaginedConfig = field(default_factory=ImaginedConfig)
+    """The imagined env's starts and reward (--source world-model)."""
     ray_workers: int = 2
     """Ray actors (source ray); the envs are split between them."""
     seed: int = 0
@@ -144,7 +147,7 @@ def source_spec(cfg: FinetuneConfig, policy: Any) -> Any:
         kwargs["potential_gamma"] = cfg.ppo.gamma  # gamma * phi(s') - phi(s): the shaping PPO's discount leaves optimal policies unchanged
     if cfg.time_limit is not None:
         kwargs["max_episode_steps"] = cfg.time_limit
-    options = {"world_model": cfg.world_model} if cfg.world_model else {}
+    options = {"world_model": cfg.world_model, **cfg.imagined.options()} if cfg.world_model else {}
     return SourceSpec(str(cfg.task), _num_envs(cfg), int(spec.chunk_size), cfg.vector, kwargs, cfg.ray_workers, options)
 
 
