@@ -65,18 +65,18 @@ def _f(v: float | None, fmt: str = "{:.2f}") -> str:
 
 
 def markdown(res: dict) -> str:
-    lines = [f"World-model ranking on {res['task']} ({res['policies'][0]['episodes']} episodes per policy, "
-             "real and imagined from the same seeds)", "",
+    lines = [(f"World-model ranking on {res['task']} ({res['policies'][0]['episodes']} episodes per policy, "
+             "real and imagined from the same seeds)"), "",
              "| policy | in WM data | real success (95% CI) | world-model success |", "|---|---|---|---|"]
     for r in res["policies"]:
         lo, hi = r["real_ci95"]
         lines.append(f"| {r['policy']} | {'yes' if r['in_training_data'] else 'no'} | {r['real_success']:.1%} "
                      f"({lo:.1%}-{hi:.1%}) | {r['wm_success']:.1%} |")
     u = res["unseen"]
-    lines += ["", f"All {len(res['policies'])} policies: Pearson {_f(res['pearson'])}, Spearman {_f(res['spearman'])}, "
-              f"MAE {_f(res['mae'], '{:.3f}')}.",
-              f"The {u['policies']} unseen: Pearson {_f(u['pearson'])}, Spearman {_f(u['spearman'])}, "
-              f"MAE {_f(u['mae'], '{:.3f}')}."]
+    lines += ["", (f"All {len(res['policies'])} policies: Pearson {_f(res['pearson'])}, Spearman {_f(res['spearman'])}, "
+              f"MAE {_f(res['mae'], '{:.3f}')}."),
+              (f"The {u['policies']} unseen: Pearson {_f(u['pearson'])}, Spearman {_f(u['spearman'])}, "
+              f"MAE {_f(u['mae'], '{:.3f}')}.")]
     if "fidelity" in res:
         f = res["fidelity"]
         lines += ["", f"Open loop on {f['episodes']} held-out episodes, by chunk step (PSNR dB / SSIM / state MAE):", ""]
@@ -84,9 +84,9 @@ def markdown(res: dict) -> str:
         lines.append("|---|" + "---|" * len(f["psnr"]))
         for key, fmt in (("psnr", "{:.1f}"), ("ssim", "{:.3f}"), ("state_err", "{:.4f}"), ("count", "{}")):
             lines.append(f"| {key} | " + " | ".join(_f(v, fmt) for v in f[key]) + " |")
-        lines += ["", f"Success head on the held-out transitions: precision {f['success_precision']:.2f}, "
+        lines += ["", (f"Success head on the held-out transitions: precision {f['success_precision']:.2f}, "
                   f"recall {f['success_recall']:.2f} ({f['success_positives']} successes in "
-                  f"{f['success_transitions']} transitions)."]
+                  f"{f['success_transitions']} transitions).")]
     lines += ["", f"Command: `{res['command']}` ({res['seconds']:.0f} s)."]
     return "\n".join(lines) + "\n"
 

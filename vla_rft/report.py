@@ -428,6 +428,12 @@ def _sections(runs: list[Run], max_videos: int) -> list[tuple[str, str]]:
         out.append(("Evaluations", "".join(
             f"<h3>{html.escape(r.name)} ({html.escape(str(r.summary.get('policy', '')))})</h3>" + _table(header, eval_table_rows(r.summary))
             for r in evals)))
+    wm_fig = world_model_training_figure(runs)
+    if wm_fig:
+        out.append(("World-model training", _img(wm_fig, "Open-loop PSNR on held-out episodes, by horizon step")))
+    for r in runs:
+        if r.command == "world-model eval":
+            out.append((f"{r.name}: world-model fidelity and policy ranking", _world_model_html(r)))
     vids = _videos_html(runs, max_videos)
     if vids:
         out.append(("Rollout videos", vids))
@@ -454,6 +460,75 @@ def _quickstart_html(r: Run) -> str:
                      str(a["per_task"][task]["episodes"])])
     note = f"<p>{html.escape(s.get('note', ''))}</p>" if s.get("note") else ""
     return note + _table(["task", "before", "after", "change (points)", "episodes"], rows)
+
+
+def world_model_fidelity_figure(r: Run) -> str | None:
+    """A world-model eval: open-loop PSNR, SSIM and state error against the horizon (chunks)."""
+    fid = r.summary.get("fidelity") if r.command == "world-model eval" else None
+    if not fid:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    for ax, key, label in zip(axes, ("psnr", "ssim", "state_err"), ("PSNR (dB)", "SSIM", "state MAE")):
+        ys = [float("nan") if v is None else v for v in fid[key]]
+        ax.plot(range(1, len(ys) + 1), ys, marker="o")
+        ax.set_xlabel("horizon (chunks)")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def world_model_ranking_figure(r: Run) -> str | None:
+    """A world-model eval: success in the model against real success, one point per policy."""
+    rows = r.summary.get("policies") if r.command == "world-model eval" else None
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    real = [100 * x["real_success"] for x in rows]
+    ax.errorbar(real, [100 * x["wm_success"] for x in rows], marker="o", linestyle="none",
+                xerr=[[max(0.0, v - 100 * x["real_ci95"][0]) for v, x in zip(real, rows)],
+                      [max(0.0, 100 * x["real_ci95"][1] - v) for v, x in zip(real, rows)]], capsize=3)
+    top = max([*real, *(100 * x["wm_success"] for x in rows), 10.0]) * 1.1
+    ax.plot([0, top], [0, top], color="0.6", linewidth=1, linestyle="--")
+    ax.set_xlabel("real success (%)")
+    ax.set_ylabel("success in the world model (%)")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _world_model_html(r: Run) -> str:
+    s = r.summary
+    parts = []
+    if s.get("policies"):
+        parts.append(_table(["policy", "real success", "world-model success"],
+                            [[x["policy"], _ci({"success_rate": x["real_success"], "ci95": x["real_ci95"]}),
+                              _pct(x["wm_success"])] for x in s["policies"]]))
+        fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
+        parts.append(f"<p>Pearson {fmt(s.get('pearson'))}, Spearman {fmt(s.get('spearman'))}, "
+                     f"mean absolute error {fmt(s.get('mae'))}</p>")
+    parts.append(_img(world_model_ranking_figure(r), "World-model success against real success (same seeds)"))
+    parts.append(_img(world_model_fidelity_figure(r), "Open-loop fidelity against held-out real episodes"))
+    return "".join(parts)
+
+
+def world_model_training_figure(runs: list[Run]) -> str | None:
+    """World-model training runs: held-out open-loop PSNR at each evaluated horizon against steps."""
+    wm = [r for r in runs if r.command == "world-model train" and any("eval/psnr_h1" in m for m in r.metrics)]
+    if not wm:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for r in wm:
+        evals = [m for m in r.metrics if "eval/psnr_h1" in m]
+        for key in sorted({k for m in evals for k in m if k.startswith("eval/psnr_h")}, key=lambda k: int(k[11:])):
+            ax.plot([m["step"] for m in evals if key in m], [m[key] for m in evals if key in m], marker=".",
+                    label=f"{r.name}: {key.split('_')[-1]}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("held-out open-loop PSNR (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _png(fig)
 
 
 def _videos_html(runs: list[Run], max_videos: int) -> str:

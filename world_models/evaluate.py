@@ -197,6 +197,7 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, progress: Any = print) -> di
                   else {"pearson": None, "spearman": None, "mae": None})
     result = _finite(result)
     (out_dir / "eval.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    (out_dir / "summary.json").write_text(json.dumps({"kind": "world-model eval", **result}, indent=2) + "\n")
     return result
 
 

@@ -256,11 +256,10 @@ def test_world_model_checkpoints_of_the_wrong_kind_cameras_or_resolution_fail_cl
 def test_grpo_fine_tunes_inside_the_world_model_without_stepping_the_simulator(tmp_path, monkeypatch):
     """finetune --source world-model: the policy's weights move, the imagined rollouts are logged,
     and no real physics step is taken (SimEnv.step is never called; resets only)."""
-    import sims.env
-    from sim_fixtures import save_sim_policy
-    from vla_rft.checkpoint import load_checkpoint
+    from sim_fixtures import save_sim_policy, sim_policy
 
-    from sim_fixtures import sim_policy
+    import sims.env
+    from vla_rft.checkpoint import load_checkpoint
     from world_models.source import ImaginedSource
 
     model = _tiny_model()
@@ -320,3 +319,18 @@ def test_similarity_reward_is_zero_on_the_recorded_chunks_and_negative_elsewhere
     src.close()
     with pytest.raises(UserInputError, match="needs init data"):
         ImaginedSource(model, "pick_cube", 2, kwargs, reward="similarity")
+
+
+def test_report_draws_world_model_fidelity_and_ranking(tmp_path):
+    from vla_rft.report import build_report
+
+    run = tmp_path / "wm-eval"
+    run.mkdir()
+    summary = {"kind": "world-model eval", "task": "pick_cube", "pearson": 0.9, "spearman": 0.8, "mae": 0.05,
+               "fidelity": {"psnr": [25.0, 22.0, None], "ssim": [0.9, 0.8, None], "state_err": [0.01, 0.02, None]},
+               "policies": [{"policy": "a", "wm_success": 0.1, "real_success": 0.15, "real_ci95": [0.09, 0.23]},
+                            {"policy": "b", "wm_success": 0.4, "real_success": 0.35, "real_ci95": [0.26, 0.45]}]}
+    (run / "summary.json").write_text(json.dumps(summary))
+    html = Path(build_report([run], tmp_path / "r.html")).read_text()
+    assert "wm-eval: world-model fidelity and policy ranking" in html
+    assert "Pearson 0.90, Spearman 0.80" in html and html.count("data:image/png") == 2
