@@ -230,3 +230,44 @@ def test_finetune_chunked_td_resumes_exactly_and_saves_a_qc_policy(tmp_path, toy
     assert policy.critic is not None and policy.config.best_of_n == 4
     ref = load_checkpoint(tmp_path / "full" / "checkpoints" / "reference")
     assert all(torch.equal(a.tensors[k], ref.tensors[k]) for k in ref.tensors)  # best-of-N leaves the policy as it was
+
+
+def test_offline_then_online_collects_mixes_and_resumes_exactly(tmp_path, toy):
+    """finetune --algo chunked-td --online_steps: after the offline iterations the route collects
+    from the source (env steps counted, rollouts logged), the online buffer is in the checkpoint,
+    batches mix online and offline transitions, and a run stopped in the online phase resumes to
+    the same metrics and weights as an uninterrupted one."""
+    from test_finetune import _fake_cfg, _metrics
+
+    from vla_rft.checkpoint import load_checkpoint
+    from vla_rft.commands.finetune import FinetuneConfig, _resumed_config, train
+
+    def cfg(name, **kw):
+        c = _fake_cfg(tmp_path, name, "chunked-td", data=[toy], iterations=3, online_steps=2 * 4 * 3 * 4, **kw)
+        c.chunked_td = ChunkedTDConfig(batch_size=16, hidden=32, num_samples=4, online_updates=2)
+        return c
+
+    full = train(cfg("full"))
+    assert full["iteration"] == 5 and full["env_steps"] > 0  # 3 offline + 2 online iterations
+    recs = _metrics(tmp_path / "full")
+    online = [r for r in recs if "train/online_buffer" in r]
+    assert [r["train/online_buffer"] for r in online] == [12.0, 24.0]  # 4 envs x 3 chunk steps per iteration
+    assert all("rollout/episodes" in r for r in online)
+    state = load_checkpoint(tmp_path / "full" / "checkpoints" / "last").state
+    assert state["term.online_buffer.ret"].shape == (24,) and state["term.online_buffer.tokens"].dtype == torch.float16
+    train(cfg("split", stop_at=4))
+    train(_resumed_config(FinetuneConfig(resume=str(tmp_path / "split"))))
+    assert _metrics(tmp_path / "split") == recs
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last")
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+
+
+def test_online_phase_needs_the_whole_chunk_critic(toy):
+    from vla_rft.sources import SourceSpec, make_source
+
+    policy = make_policy(seed=0)
+    windows = load_pretrain_windows([toy], policy, what="--data")
+    src = make_source("fake", SourceSpec("point", 2, policy.spec.chunk_size))
+    with pytest.raises(ConfigError, match="needs chunked_td.horizon 0"):
+        ChunkedTD(policy, windows, ChunkedTDConfig(horizon=1), np.random.default_rng(0), source=src)

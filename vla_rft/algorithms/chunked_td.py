@@ -20,6 +20,14 @@ Actors:
 - ``bc_q`` (TD3+BC / one-step distilled form): the head learns bc_coef x its imitation loss on
   the data minus q_coef x Q(s, mode(s)) / mean|Q|.
 - ``awr``: the head learns the data chunks weighted by exp(A / beta), A = Q(s, a) - mean_N Q(s, pi).
+
+**Offline → online** (``finetune --online_steps N``): after the offline iterations, each
+iteration collects ``rollout_len`` chunk steps of every env of a rollout source (seeded resets,
+the policy acting as the route's actor with sampled chunks; one chunk step is one transition
+with its in-chunk return and its own discount) into an online buffer, then takes
+``online_updates`` updates on batches mixing ``online_ratio`` online transitions with offline
+windows (RLPD's symmetric sampling). The critic keeps learning across the switch. The buffer is
+saved in every checkpoint, so an online run resumes exactly too.
 """
 
 from __future__ import annotations
@@ -81,6 +89,10 @@ class ChunkedTDConfig:
     """AWR temperature."""
     awr_max_weight: float = 20.0
     """AWR weight clip."""
+    online_ratio: float = 0.5
+    """Online phase (finetune --online_steps), the fraction of each batch drawn from the online data (RLPD 0.5)."""
+    online_updates: int = 16
+    """Online phase, critic (and actor) updates per online iteration of num_envs x rollout_len chunk steps."""
 
 
 def check_config(cfg: ChunkedTDConfig) -> None:
@@ -93,6 +105,8 @@ def check_config(cfg: ChunkedTDConfig) -> None:
     for name in ("num_samples", "num_qs", "hidden", "layers", "batch_size", "cal_ql_samples"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"chunked_td.{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 0 <= cfg.online_ratio <= 1 or cfg.online_updates < 1:
+        raise ConfigError("chunked_td needs 0 <= online_ratio <= 1 and online_updates >= 1")
     if not 0 < cfg.gamma <= 1 or not 0 < cfg.tau <= 1 or cfg.cal_ql_alpha < 0 or cfg.awr_beta <= 0:
         raise ConfigError("chunked_td needs 0 < gamma <= 1, 0 < tau <= 1, cal_ql_alpha >= 0 and awr_beta > 0")
 
@@ -202,7 +216,8 @@ class ChunkedTD(OfflineAlgorithm):
     """
 
     def __init__(self, policy: Any, windows: Any, cfg: ChunkedTDConfig, rng: np.random.Generator,
-                 terms: list[Any] | None = None, seed: int = 0, where: str = "--data") -> None:
+                 terms: list[Any] | None = None, seed: int = 0, where: str = "--data", source: Any = None,
+                 offline_iterations: int = 0, rollout_len: int = 8) -> None:
         check_config(cfg)
         if not hasattr(policy, "attach_critic"):
             raise ConfigError(f"chunked TD needs a policy that can carry a chunk critic (the built-in VLA), "
@@ -226,7 +241,14 @@ class ChunkedTD(OfflineAlgorithm):
         self.policy, self.windows, self.cfg, self.rng, self.seed = policy, windows, cfg, rng, seed
         self.horizon = horizon
         self.target = TargetCritic(policy.critic)
-        self.terms = [self.target, *(terms or [])]
+        self.source, self.offline_iterations, self.rollout_len = source, int(offline_iterations), int(rollout_len)
+        self.online: OnlineBuffer | None = None
+        if source is not None:
+            if horizon != spec.chunk_size:
+                raise ConfigError("the online phase stores whole executed chunks: it needs chunked_td.horizon 0 "
+                                  "(the policy's chunk)")
+            self.online = OnlineBuffer()
+        self.terms = [self.target, *([self.online] if self.online is not None else []), *(terms or [])]
         groups = [{"params": trainable, "lr": cfg.lr_critic}]
         if actor_params:
             groups.append({"params": actor_params, "lr": cfg.lr_actor})
@@ -242,34 +264,102 @@ class ChunkedTD(OfflineAlgorithm):
         self.bc_window, self.bc_pad = torch.as_tensor(full[0]), torch.as_tensor(full[1])
 
     # ------------------------------------------------------------------ trainer hooks
-    def collect(self, iteration: int) -> np.ndarray:
-        return self.rng.integers(0, len(self.rewards), size=self.cfg.batch_size)
+    def collect(self, iteration: int) -> Any:
+        if self.online is None or iteration < self.offline_iterations:
+            return self.rng.integers(0, len(self.rewards), size=self.cfg.batch_size)
+        return self._collect_online(iteration)
 
-    def _sample_chunks(self, idx: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
-        """(B * n, h, A) normalized chunks from the head at frames ``idx`` (n per frame)."""
-        latent, _ = self.policy.head.sample(self.tokens[idx].repeat_interleave(n, dim=0), gen)
+    def env_steps(self, batch: Any) -> int:
+        return int(batch["env_steps"]) if isinstance(batch, dict) else 0
+
+    def batch_metrics(self, batch: Any, seconds: float) -> dict[str, float]:
+        if not isinstance(batch, dict):
+            return {}
+        out = {"rollout/env_steps_per_s": batch["env_steps"] / max(seconds, 1e-9), "rollout/episodes": float(
+            len(batch["outcomes"]))}
+        if batch["outcomes"]:
+            out["rollout/success_rate"] = float(np.mean(batch["outcomes"]))
+        return out
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
+    @torch.no_grad()
+    def _collect_online(self, iteration: int) -> dict[str, Any]:
+        """``rollout_len`` chunk steps of every env from seeded resets, acting as the route's actor
+        with sampled chunks; each chunk step becomes one transition in the online buffer."""
+        from vla_rft.algorithms.online import iteration_seeds, sample_seed
+
+        policy, src, gamma = self.policy, self.source, self.cfg.gamma
+        gen = torch.Generator(device=policy.device).manual_seed(sample_seed(self.seed, iteration))
+        obs = src.reset(iteration_seeds(self.seed, iteration, src.num_envs))
+        feats = policy.features(policy.prepare(obs))
+        steps, outcomes = 0, []
+        for _ in range(self.rollout_len):
+            chunk = policy.act(obs, deterministic=False, generator=gen)
+            out = src.step(chunk)
+            nxt = _with_rows(out.obs, out.final_obs)  # an ended episode bootstraps from its last observation
+            nf = policy.features(policy.prepare(nxt))
+            disc = gamma ** np.arange(src.chunk_size)
+            n_exec = out.executed.sum(1)
+            self.online.add(pooled=feats.pooled, tokens=feats.action_tokens,
+                            chunk=policy.normalizer.normalize_action(torch.as_tensor(chunk, device=policy.device),
+                                                                     clip=True),
+                            mask=torch.as_tensor(out.executed), ret=torch.as_tensor((out.rewards * disc).sum(1)),
+                            discount=torch.as_tensor(gamma ** n_exec.astype(np.float64)),
+                            bootstrap=torch.as_tensor(~out.terminated), next_pooled=nf.pooled,
+                            next_tokens=nf.action_tokens)
+            steps += int(n_exec.sum())
+            outcomes += out.success[out.done].tolist()
+            obs = out.obs
+            feats = policy.features(policy.prepare(obs)) if out.done.any() else nf
+        return {"env_steps": steps, "outcomes": outcomes}
+
+    def _sample_chunks(self, tokens: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+        """(B * n, h, A) normalized chunks from the head for action tokens (B, h, D) (n per state)."""
+        latent, _ = self.policy.head.sample(tokens.repeat_interleave(n, dim=0), gen)
         return self.policy.head.chunk_of(latent)
 
-    def update(self, batch: np.ndarray, iteration: int, progress: float, rng: np.random.Generator
-               ) -> dict[str, float]:
-        cfg, policy, tg = self.cfg, self.policy, self.targets
-        gen = torch.Generator(device=policy.device).manual_seed(self.seed * 1_000_003 + iteration)
-        idx = torch.as_tensor(batch)
+    def _offline_rows(self, batch: np.ndarray) -> dict[str, torch.Tensor]:
+        """A batch of offline windows as the update reads it (every transition's pieces)."""
+        tg, idx = self.targets, torch.as_tensor(batch)
         nxt = torch.as_tensor(tg.next_index[batch])
         f = lambda a: torch.as_tensor(a[batch], dtype=torch.float32)
-        data_chunk = self.actions[torch.as_tensor(tg.window[batch])]  # (B, hc, A)
+        return {"pooled": self.pooled[idx], "tokens": self.tokens[idx],
+                "chunk": self.actions[torch.as_tensor(tg.window[batch])],  # (B, hc, A)
+                "ret": f(tg.ret), "discount": f(tg.discount), "bootstrap": f(tg.bootstrap), "mc": f(tg.mc_return),
+                "next_pooled": self.pooled[nxt], "next_tokens": self.tokens[nxt],
+                "bc_target": self.actions[self.bc_window[idx]], "bc_mask": ~self.bc_pad[idx]}
+
+    def update(self, batch: Any, iteration: int, progress: float, rng: np.random.Generator) -> dict[str, float]:
+        if self.online is None or iteration < self.offline_iterations:
+            return self._step(self._offline_rows(batch), iteration)
+        metrics: dict[str, float] = {}
+        n_on = round(self.cfg.batch_size * self.cfg.online_ratio)
+        for u in range(self.cfg.online_updates):  # RLPD: symmetric sampling of online and offline data
+            off = self._offline_rows(rng.integers(0, len(self.rewards), size=self.cfg.batch_size - n_on))
+            on = self.online.rows(rng.integers(0, len(self.online), size=n_on))
+            rows = {k: torch.cat([off[k], on[k][:, : off[k].shape[1]] if k == "chunk" else on[k]]) for k in off}
+            metrics = self._step(rows, iteration * 1_000 + u)
+        return {**metrics, "online_buffer": float(len(self.online))}
+
+    def _step(self, rows: dict[str, torch.Tensor], stream: int) -> dict[str, float]:
+        """One critic (and actor) step on a batch of transitions."""
+        cfg, policy = self.cfg, self.policy
+        gen = torch.Generator(device=policy.device).manual_seed(self.seed * 1_000_003 + stream)
         with torch.no_grad():
-            next_chunk = self._sample_chunks(nxt, 1, gen)
-            q_next = self.target.net(self.pooled[nxt], next_chunk)  # (K, B)
+            next_chunk = self._sample_chunks(rows["next_tokens"], 1, gen)
+            q_next = self.target.net(rows["next_pooled"], next_chunk)  # (K, B)
             q_next = q_next.mean(0) if cfg.target_agg == "mean" else q_next.min(0).values
-            y = f(tg.ret) + f(tg.discount) * f(tg.bootstrap) * q_next
-        q = policy.critic(self.pooled[idx], data_chunk)  # (K, B)
+            y = rows["ret"] + rows["discount"] * rows["bootstrap"] * q_next
+        q = policy.critic(rows["pooled"], rows["chunk"])  # (K, B)
         td = ((q - y[None]) ** 2).mean()
         critic_loss = td
         metrics: dict[str, float] = {"loss/td": float(td.detach()), "q_mean": float(q.mean().detach()),
                                      "target_mean": float(y.mean())}
         if cfg.cal_ql_alpha > 0:
-            pen = self._cal_ql(idx, nxt, q, f(tg.mc_return), gen)
+            pen = self._cal_ql(rows, q, gen)
             critic_loss = critic_loss + cfg.cal_ql_alpha * pen
             metrics["loss/cal_ql"] = float(pen.detach())
         crit_params = list(policy.critic.parameters())
@@ -277,7 +367,7 @@ class ChunkedTD(OfflineAlgorithm):
         for p, g in zip(crit_params, grads):
             p.grad = g
         if cfg.actor != "best_of_n":
-            actor_loss, am = self._actor_loss(idx, gen)
+            actor_loss, am = self._actor_loss(rows, gen)
             head_params = [p for p in policy.head.parameters() if p.requires_grad]
             grads = torch.autograd.grad(actor_loss, head_params, allow_unused=True)
             for p, g in zip(head_params, grads):
@@ -288,25 +378,25 @@ class ChunkedTD(OfflineAlgorithm):
         self.target.update(policy.critic, cfg.tau)
         return metrics
 
-    def _cal_ql(self, idx: torch.Tensor, nxt: torch.Tensor, q_data: torch.Tensor, mc: torch.Tensor,
-                gen: torch.Generator) -> torch.Tensor:
+    def _cal_ql(self, rows: dict[str, torch.Tensor], q_data: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Cal-QL: E[logsumexp_{a in A_s} max(Q(s, a), G_MC(s)) - Q(s, a_data)], A_s = N uniform
         chunks in the normalized range, N from pi(s), N from pi(s')."""
-        n, b = self.cfg.cal_ql_samples, len(idx)
+        n, b = self.cfg.cal_ql_samples, len(rows["pooled"])
         h, a_dim = self.policy.spec.chunk_size, self.policy.spec.action_dim
         with torch.no_grad():
             uniform = torch.rand((b * n, h, a_dim), generator=gen, device=q_data.device) * 2 - 1
-            ood = torch.cat([uniform, self._sample_chunks(idx, n, gen), self._sample_chunks(nxt, n, gen)])
-        feats = self.pooled[idx].repeat_interleave(n, dim=0).repeat(3, 1)
+            ood = torch.cat([uniform, self._sample_chunks(rows["tokens"], n, gen),
+                             self._sample_chunks(rows["next_tokens"], n, gen)])
+        feats = rows["pooled"].repeat_interleave(n, dim=0).repeat(3, 1)
         q_ood = self.policy.critic(feats, ood)  # (K, 3 * B * n): [uniform | pi(s) | pi(s')], each state-major
         q_ood = q_ood.view(q_ood.shape[0], 3, b, n).permute(0, 2, 1, 3).reshape(q_ood.shape[0], b, 3 * n)
-        return cal_ql_penalty(q_ood, q_data, mc)
+        return cal_ql_penalty(q_ood, q_data, rows["mc"])
 
-    def _actor_loss(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    def _actor_loss(self, rows: dict[str, torch.Tensor], gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, head, critic = self.cfg, self.policy.head, self.policy.critic
-        tokens, pooled = self.tokens[idx], self.pooled[idx]
-        target = self.actions[self.bc_window[idx]]  # (B, h, A)
-        mask = ~self.bc_pad[idx]
+        tokens, pooled = rows["tokens"], rows["pooled"]
+        target = rows["bc_target"]  # (B, h, A)
+        mask = rows["bc_mask"]
         if cfg.actor == "bc_q":
             bc, _ = head.bc_loss(tokens, target, mask, gen)
             q = critic(pooled, head.mode(tokens)).mean(0)
@@ -316,14 +406,59 @@ class ChunkedTD(OfflineAlgorithm):
         with torch.no_grad():  # awr
             q_data = critic(pooled, target).mean(0)
             n = cfg.num_samples
-            q_pi = critic(pooled.repeat_interleave(n, dim=0), self._sample_chunks(idx, n, gen)).mean(0)
-            adv = q_data - q_pi.view(len(idx), n).mean(1)
+            q_pi = critic(pooled.repeat_interleave(n, dim=0), self._sample_chunks(tokens, n, gen)).mean(0)
+            adv = q_data - q_pi.view(len(pooled), n).mean(1)
             w = torch.exp(adv / cfg.awr_beta).clamp(max=cfg.awr_max_weight)
         step_logp = head.step_log_prob(tokens, head.latent_from_chunk(target))  # (B, h)
         m = mask.to(step_logp.dtype)
         nll = -(step_logp * m).sum(1) / m.sum(1).clamp_min(1.0)
         return (w * nll).mean(), {"loss/awr": float((w * nll).mean().detach()), "awr_weight": float(w.mean())}
 
+
+
+def _with_rows(obs: dict[str, Any], rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """``obs`` with the given env rows replaced by one-row observations."""
+    if not rows:
+        return obs
+    out = {k: (list(v) if k == "task" else np.array(v, copy=True)) for k, v in obs.items()}
+    for i, row in rows.items():
+        for k, v in row.items():
+            out[k][i] = v[0]
+    return out
+
+
+class OnlineBuffer:
+    """The online transitions (trunk features, executed chunk, in-chunk return, discount, bootstrap
+    mask, next features); a stateful trainer module, saved in every checkpoint (tokens as float16)."""
+
+    name = "online_buffer"
+    KEYS = ("pooled", "tokens", "chunk", "mask", "ret", "discount", "bootstrap", "next_pooled", "next_tokens")
+
+    def __init__(self) -> None:
+        self.data: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.data["ret"]) if self.data else 0
+
+    def add(self, **rows: torch.Tensor) -> None:
+        rows = {k: (v.to(torch.float16) if "tokens" in k else v.float() if k not in ("mask",) else v.bool()).cpu()
+                for k, v in rows.items()}
+        rows["bootstrap"] = rows["bootstrap"].float()
+        self.data = {k: torch.cat([self.data[k], rows[k]]) if self.data else rows[k] for k in self.KEYS}
+
+    def rows(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        i = torch.as_tensor(idx)
+        d = {k: v[i] for k, v in self.data.items()}
+        return {"pooled": d["pooled"], "tokens": d["tokens"].float(), "chunk": d["chunk"], "ret": d["ret"],
+                "discount": d["discount"], "bootstrap": d["bootstrap"], "mc": torch.zeros_like(d["ret"]),
+                "next_pooled": d["next_pooled"], "next_tokens": d["next_tokens"].float(), "bc_target": d["chunk"],
+                "bc_mask": d["mask"]}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.data.items()} if self.data else {"empty": torch.zeros(1)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.data = {} if "empty" in state else {k: state[k].clone() for k in self.KEYS}
 
 
 def cal_ql_penalty(q_ood: torch.Tensor, q_data: torch.Tensor, mc_return: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,8 @@ class FinetuneConfig(TrainRunOptions):
     """Perturbation level(s) applied to training episodes (see vla-rft tasks)."""
     data: list[str] = field(default_factory=list)
     """LeRobotDataset roots to learn from (algo sft, demonstrations; algo chunked-td, demos, policy rollouts, deployed episodes)."""
+    online_steps: int = 0
+    """algo chunked-td, offline then online: env steps collected from --source after the --iterations offline updates (0 is offline only)."""
     sft_batch_size: int = 64
     """Chunk windows per supervised fine-tuning step (algo sft; optim.lr_policy is its learning rate)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -123,6 +125,8 @@ def _check(cfg: FinetuneConfig) -> None:
             raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.world_model and cfg.source != "world-model":
         raise UserInputError(f"--world_model is read by --source world-model only (the source is '{cfg.source}')")
+    if cfg.online_steps < 0 or (cfg.online_steps and cfg.algo != "chunked-td"):
+        raise UserInputError("--online_steps (offline then online) needs --algo chunked-td and a value >= 0")
     if cfg.eval_episodes < 0:
         raise UserInputError(f"--eval_episodes must be >= 0, got {cfg.eval_episodes}")
     if cfg.minutes is not None and not cfg.minutes > 0:
@@ -141,7 +145,7 @@ def source_spec(cfg: FinetuneConfig, policy: Any) -> Any:
 
     spec = policy.spec
     kwargs: dict[str, Any] = {"obs_mode": "rgb", "cameras": list(spec.cameras), "image_size": int(spec.image_size[0]),
-                              "reward_type": "sparse" if cfg.algo == "grpo" else cfg.reward_type,
+                              "reward_type": "sparse" if cfg.algo in ("grpo", "chunked-td") else cfg.reward_type,
                               "perturbation": cfg.perturbation}
     if cfg.algo == "ppo" and cfg.reward_type == "potential":
         kwargs["potential_gamma"] = cfg.ppo.gamma  # gamma * phi(s') - phi(s): the shaping PPO's discount leaves optimal policies unchanged
@@ -199,13 +203,21 @@ def build_algorithm(cfg: FinetuneConfig, policy: Any, reference: Any, rng: Any, 
         from vla_rft.algorithms.forgetting import load_pretrain_windows
 
         windows = load_pretrain_windows(cfg.data, policy, what="--data")
-        return ChunkedTD(policy, windows, cfg.chunked_td, rng, all_terms, cfg.seed)
+        source = make_source(cfg.source, source_spec(cfg, policy)) if cfg.online_steps else None
+        return ChunkedTD(policy, windows, cfg.chunked_td, rng, all_terms, cfg.seed, source=source,
+                         offline_iterations=cfg.iterations, rollout_len=cfg.rollout_len)
     cls, algo_cfg = (PPO, cfg.ppo) if cfg.algo == "ppo" else (GRPO, cfg.grpo)
     learner = cls(policy, reference, algo_cfg, cfg.optim, cfg.iterations, all_terms)
     if cfg.algo == "grpo":
         cfg.grpo.max_chunks = _max_chunks(cfg, policy)
     source = make_source(cfg.source, source_spec(cfg, policy))
     return OnlineRL(learner, source, cfg.rollout_len if cfg.algo == "ppo" else cfg.grpo.max_chunks, cfg.seed)
+
+
+def total_iterations(cfg: FinetuneConfig, policy: Any) -> int:
+    """--iterations, plus the online iterations that collect --online_steps env steps (chunked TD)."""
+    per_iteration = _num_envs(cfg) * cfg.rollout_len * int(policy.spec.chunk_size)
+    return cfg.iterations + (math.ceil(cfg.online_steps / per_iteration) if cfg.online_steps else 0)
 
 
 def _build_sft(cfg: FinetuneConfig, policy: Any, reference: Any, rng: Any, terms: list[Any]) -> Any:
@@ -297,7 +309,7 @@ def train(cfg: FinetuneConfig, *, extra_terms: list[Any] | None = None) -> dict[
     algo = build_algorithm(cfg, policy, reference, np_rng, extra_terms)
     probe = algo.probe_states(reference, cfg.eval_seed) if cfg.eval_episodes > 0 else None
     evaluate = (lambda p: _evaluate(cfg, p, reference, probe)) if cfg.eval_episodes > 0 else None
-    tcfg = TrainerConfig(iterations=cfg.iterations, minutes=cfg.minutes, eval_every=cfg.eval_every,
+    tcfg = TrainerConfig(iterations=total_iterations(cfg, policy), minutes=cfg.minutes, eval_every=cfg.eval_every,
                          save_every=cfg.save_every, stop_at=cfg.stop_at)
     trainer = Trainer("finetune", algo, tcfg, run, np_rng, evaluate, desc=f"finetune {cfg.algo}")
     start_eval: dict[str, Any] = {}
