@@ -28,6 +28,15 @@ class ConfigError(ValueError):
     """A config key, preset or value is wrong; the message says which and what would be valid."""
 
 
+def require_at_least(cfg: Any, names: tuple[str, ...] | list[str], minimum: int = 1, *, prefix: str = "--",
+                     error: type[Exception] = ConfigError) -> None:
+    """Raise ``error`` naming the first of ``cfg``'s fields ``names`` below ``minimum``."""
+    for name in names:
+        value = getattr(cfg, name)
+        if value < minimum:
+            raise error(f"{prefix}{name} must be >= {minimum}, got {value}")
+
+
 def _suggest(name: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

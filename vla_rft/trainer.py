@@ -263,6 +263,16 @@ class Trainer:
               f"{what}", file=sys.stderr, flush=True)
 
 
+def fit_in_run(trainer: Trainer, run: Any, ckpt: Any = None) -> dict[str, Any]:
+    """Restore ``ckpt`` (a resumed run) into ``trainer``, fit, and close the run directory whatever happens."""
+    try:
+        if ckpt is not None:
+            trainer.restore(ckpt)
+        return trainer.fit()
+    finally:
+        run.finish()
+
+
 def algo_postfix(metrics: dict[str, Any]) -> list[str]:
     """The few metrics the progress bar shows."""
     keys = ("rollout/success_rate", "train/kl_to_start", "train/loss", "train/approx_kl")

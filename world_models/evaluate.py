@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from vla_rft.config import require_at_least
 from vla_rft.errors import UserInputError
 
 
@@ -255,9 +256,7 @@ def _check(cfg: WorldModelEvalConfig) -> None:
         raise UserInputError("--task is required with --policy (see vla-rft tasks)")
     if not cfg.policy and not cfg.data:
         raise UserInputError("nothing to evaluate: give --policy (ranking) and/or --data (open-loop fidelity)")
-    for name in ("episodes", "horizon", "num_envs", "fidelity_episodes", "threads"):
-        if getattr(cfg, name) < 1:
-            raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    require_at_least(cfg, ("episodes", "horizon", "num_envs", "fidelity_episodes", "threads"), error=UserInputError)
     if cfg.task:
         import sims
 

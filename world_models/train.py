@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from vla_rft.algorithms.bc import BC
+from vla_rft.config import require_at_least
 from vla_rft.errors import UserInputError
 from vla_rft.policies.training import OptimConfig
 from vla_rft.trainer import TrainRunOptions, resumed_config
@@ -94,9 +96,8 @@ class WorldModelTrainConfig(TrainRunOptions):
 def _check(cfg: WorldModelTrainConfig) -> None:
     if not cfg.data:
         raise UserInputError("--data is required: LeRobotDataset roots, e.g. --data '[data/expert,data/rollouts]'")
-    for name in ("chunk_size", "horizon", "steps", "batch_size", "eval_horizon", "save_every", "num_threads"):
-        if getattr(cfg, name) < 1:
-            raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    require_at_least(cfg, ("chunk_size", "horizon", "steps", "batch_size", "eval_horizon", "save_every", "num_threads"),
+                     error=UserInputError)
     if cfg.val_episodes < 0 or cfg.eval_every < 0:
         raise UserInputError("--val_episodes and --eval_every must be >= 0")
     if cfg.minutes is not None and not cfg.minutes > 0:
@@ -186,43 +187,20 @@ def world_model_loss(model: Any, batch: dict[str, Any], w: LossWeights,
                   "pixel": float(loss_pix), "state": float(loss_state), "success_bce": float(loss_succ)}
 
 
-class WorldModelLearning:
-    """The trainer's algorithm for the world model (``policy`` is the model being trained)."""
+class WorldModelLearning(BC):
+    """The trainer's algorithm for the world model: supervised steps (:class:`~vla_rft.algorithms.bc.BC`'s
+    loop and schedule) on :func:`world_model_loss`; ``policy`` is the model being trained."""
 
     def __init__(self, model: Any, sequences: Any, optim: OptimConfig, total_steps: int, batch_size: int,
                  loss: LossWeights, rng: np.random.Generator) -> None:
-        from vla_rft.policies.training import make_adamw
-
-        self.policy, self.sequences, self.optim_cfg = model, sequences, optim
+        super().__init__(model, sequences, optim, total_steps, batch_size, rng)
+        self.weights = loss
         self.background = {c: model.frames_tensor(f[None])[0]
                            for c, f in median_frames(sequences.table, model.cfg.cameras).items()}
-        self.total_steps, self.batch_size, self.weights, self.rng = total_steps, batch_size, loss, rng
-        self.terms: list[Any] = []
-        self.optimizer = make_adamw(list(model.parameters()), optim)
 
-    def collect(self, iteration: int) -> dict[str, Any]:
-        return self.sequences.sample(self.batch_size, self.rng)
-
-    def update(self, batch: dict[str, Any], iteration: int, progress: float, rng: np.random.Generator
-               ) -> dict[str, float]:
-        from vla_rft.algorithms.optim import clip_and_norm
-        from vla_rft.policies.training import cosine_lr, set_lr
-
-        lr = cosine_lr(progress * self.total_steps, self.total_steps, self.optim_cfg)
-        set_lr(self.optimizer, lr)
-        self.policy.train()
-        loss, metrics = world_model_loss(self.policy, batch, self.weights, self.background)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(clip_and_norm(list(self.policy.parameters()), self.optim_cfg.grad_clip))
-        self.optimizer.step()
-        return {**metrics, "lr": lr, "grad_norm": grad_norm}
-
-    def env_steps(self, batch: Any) -> int:
-        return 0
-
-    def batch_metrics(self, batch: Any, seconds: float) -> dict[str, float]:
-        return {}
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        self.policy.train()  # evaluations switch it to eval mode
+        return world_model_loss(self.policy, batch, self.weights, self.background)
 
 
 def evaluate_held_out(model: Any, held: Any, horizon: int, image_dir: Path | None, iteration: int
@@ -267,7 +245,7 @@ def train(cfg: WorldModelTrainConfig) -> dict[str, Any]:
     from vla_rft.contract import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
     from vla_rft.run import open_run
     from vla_rft.seeding import seed_everything
-    from vla_rft.trainer import Trainer, TrainerConfig
+    from vla_rft.trainer import Trainer, TrainerConfig, fit_in_run
     from world_models.data import ChunkSequences
     from world_models.model import KIND, WorldModel, world_model_from_checkpoint
 
@@ -305,12 +283,7 @@ def train(cfg: WorldModelTrainConfig) -> dict[str, Any]:
     tcfg = TrainerConfig(iterations=cfg.steps, minutes=cfg.minutes, eval_every=cfg.eval_every,
                          save_every=cfg.save_every, log_every=10, stop_at=cfg.stop_at)
     trainer = Trainer("world-model", algo, tcfg, run, rng, evaluate, desc="world-model")
-    if ckpt is not None:
-        trainer.restore(ckpt)
-    try:
-        result = trainer.fit()
-    finally:
-        run.finish()
+    result = fit_in_run(trainer, run, ckpt)
     summary = {"run_dir": str(run.path), "checkpoint": str(run.checkpoints / "last"), "params": model.num_parameters(),
                "frames": len(train_table), "held_out_frames": len(held),
                "episodes": len(np.unique(train_table.arrays["episode_index"])), **result}

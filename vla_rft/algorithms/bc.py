@@ -70,11 +70,15 @@ class BC(OfflineAlgorithm):
     def collect(self, iteration: int) -> dict[str, Any]:
         return self.windows.sample(self.batch_size, self.rng)
 
+    def loss(self, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+        """The supervised loss of a batch and its metrics (the policy's imitation loss)."""
+        return self.policy.bc_loss(batch)
+
     def update(self, batch: dict[str, Any], iteration: int, progress: float, rng: np.random.Generator
                ) -> dict[str, float]:
         lr = cosine_lr(progress * self.total_steps, self.total_steps, self.optim_cfg)
         set_lr(self.optimizer, lr)
-        loss, metrics = self.policy.bc_loss(batch)
+        loss, metrics = self.loss(batch)
         if self.terms:
             extra, extra_metrics = apply_terms(self.terms, self.policy, self.ref_policy, BatchView(batch))
             loss = loss + extra

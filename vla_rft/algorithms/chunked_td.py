@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from vla_rft.algorithms.bc import OfflineAlgorithm
-from vla_rft.config import ConfigError
+from vla_rft.config import ConfigError, require_at_least
 from vla_rft.contract import ACTION_KEY
 from vla_rft.data.lerobot_io import REWARD_KEY, SUCCESS_KEY
 
@@ -102,9 +102,8 @@ def check_config(cfg: ChunkedTDConfig) -> None:
         raise ConfigError(f"chunked_td.target_agg must be mean or min, got '{cfg.target_agg}'")
     if cfg.reward not in ("success", "stored"):
         raise ConfigError(f"chunked_td.reward must be success or stored, got '{cfg.reward}'")
-    for name in ("num_samples", "num_qs", "hidden", "layers", "batch_size", "cal_ql_samples"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"chunked_td.{name} must be >= 1, got {getattr(cfg, name)}")
+    require_at_least(cfg, ("num_samples", "num_qs", "hidden", "layers", "batch_size", "cal_ql_samples"),
+                     prefix="chunked_td.")
     if not 0 <= cfg.online_ratio <= 1 or cfg.online_updates < 1:
         raise ConfigError("chunked_td needs 0 <= online_ratio <= 1 and online_updates >= 1")
     if not 0 < cfg.gamma <= 1 or not 0 < cfg.tau <= 1 or cfg.cal_ql_alpha < 0 or cfg.awr_beta <= 0:

@@ -31,6 +31,7 @@ from vla_rft.algorithms.forgetting import ForgettingConfig
 from vla_rft.algorithms.grpo import GRPOConfig
 from vla_rft.algorithms.optim import RLOptimConfig
 from vla_rft.algorithms.ppo import PPOConfig
+from vla_rft.config import require_at_least
 from vla_rft.trainer import TrainRunOptions, resumed_config
 from world_models.source import ImaginedConfig
 
@@ -119,10 +120,8 @@ def _check(cfg: FinetuneConfig) -> None:
         raise UserInputError("--policy is required: a policy checkpoint directory (from vla-rft pretrain)")
     if not cfg.task:
         raise UserInputError("--task is required (see vla-rft tasks)")
-    for name in ("iterations", "num_envs", "rollout_len", "eval_num_envs", "num_threads", "save_every", "ray_workers",
-                 "sft_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    require_at_least(cfg, ("iterations", "num_envs", "rollout_len", "eval_num_envs", "num_threads", "save_every",
+                           "ray_workers", "sft_batch_size"), error=UserInputError)
     if cfg.world_model and cfg.source != "world-model":
         raise UserInputError(f"--world_model is read by --source world-model only (the source is '{cfg.source}')")
     if cfg.online_steps < 0 or (cfg.online_steps and cfg.algo != "chunked-td"):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from vla_rft.config import require_at_least
 from vla_rft.errors import UserInputError
 from vla_rft.policies.training import OptimConfig
 from vla_rft.trainer import TrainRunOptions, resumed_config
@@ -138,7 +139,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     from vla_rft.policies import policy_from_checkpoint
     from vla_rft.run import open_run
     from vla_rft.seeding import seed_everything
-    from vla_rft.trainer import Trainer, TrainerConfig
+    from vla_rft.trainer import Trainer, TrainerConfig, fit_in_run
 
     _check(cfg)
     torch.set_num_threads(cfg.num_threads)
@@ -159,12 +160,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                          log_every=cfg.log_every, stop_at=cfg.stop_at)
     trainer = Trainer("pretrain", algo, tcfg, run, np_rng, desc="pretrain")
     trainer.extra["pretrain_tasks"] = task_names(table.tasks)  # finetune evaluates retention on these
-    if ckpt is not None:
-        trainer.restore(ckpt)
-    try:
-        result = trainer.fit()
-    finally:
-        run.finish()
+    result = fit_in_run(trainer, run, ckpt)
     losses = algo.losses
     summary = {
         "run_dir": str(run.path), "checkpoint": str(run.checkpoints / "last"), "step": result["iteration"],
@@ -179,9 +175,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
 
 
 def _check(cfg: PretrainConfig) -> None:
-    for name in ("steps", "batch_size", "chunk_size", "log_every", "num_threads"):
-        if getattr(cfg, name) < 1:
-            raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    require_at_least(cfg, ("steps", "batch_size", "chunk_size", "log_every", "num_threads"), error=UserInputError)
     if cfg.save_every < 0:
         raise UserInputError(f"--save_every must be >= 0, got {cfg.save_every}")
     if cfg.stop_at is not None and cfg.stop_at < 1:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vla_rft.algorithms.forgetting import ForgettingConfig
+from vla_rft.config import require_at_least
 from vla_rft.errors import UserInputError
 
 PRETRAIN_TASKS = ["open_drawer", "close_drawer", "lift_cube", "push_cube"]
@@ -113,9 +114,7 @@ def _check(cfg: QuickstartConfig, root: Path) -> None:
         sims.get_task_class(t)  # unknown names raise with the valid list
     if cfg.target in cfg.retain_tasks:
         raise UserInputError(f"--target '{cfg.target}' must be held out: it is one of --retain_tasks")
-    for name in ("eval_episodes", "num_envs", "curve_every", "save_every"):
-        if getattr(cfg, name) < 1:
-            raise UserInputError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    require_at_least(cfg, ("eval_episodes", "num_envs", "curve_every", "save_every"), error=UserInputError)
     if min(cfg.retain_episodes, cfg.videos, cfg.curve_episodes) < 0:
         raise UserInputError("--retain_episodes, --videos and --curve_episodes must be >= 0")
     if not cfg.minutes > 0:
