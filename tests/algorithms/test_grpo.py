@@ -96,3 +96,16 @@ def test_grpo_learns_point_home_on_the_production_path():
         hist.append(np.mean([e["success"] for e in ro.episodes]) if ro.episodes else 0.0)
     first, last = np.mean(hist[:10]), np.mean(hist[-10:])
     assert first <= 0.2 and last >= first + 0.4, (first, last)
+
+
+def test_grpo_ranks_rollouts_by_their_first_episode_return_when_asked():
+    """grpo.reward return (a world model's dense similarity reward): the first episode's return per env."""
+    from types import SimpleNamespace
+
+    from vla_rft.algorithms.rollout import first_episode_success
+
+    ro = SimpleNamespace(shape=(3, 3), episodes=[
+        {"env": 0, "success": False, "return": -0.5}, {"env": 1, "success": True, "return": -0.2},
+        {"env": 0, "success": True, "return": -9.0}])  # env 0's second episode is not its first
+    np.testing.assert_array_equal(first_episode_success(ro), [0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(first_episode_success(ro, "return"), [-0.5, -0.2, 0.0])

@@ -45,6 +45,8 @@ class GRPOConfig(PGConfig):
     """Divide by the group's std (Dr. GRPO turns this off)."""
     loss_agg: str = "rollout"
     """How chunk losses are averaged: rollout (each rollout weighs the same), constant (Dr. GRPO), chunk (plain mean)."""
+    reward: str = "success"
+    """Each rollout's verified reward, success (of its first episode) or return (its first episode's summed rewards, e.g. a world model's trajectory similarity)."""
 
 
 def group_seeds(base_seed: int, iteration: int, groups: int, group_size: int) -> list[int]:
@@ -86,7 +88,7 @@ class GRPO(ClippedPG):
     def prepare(self, rollout: ChunkRollout) -> tuple[PGBatch, dict[str, float]]:
         cfg = self.cfg
         n = rollout.shape[1]
-        reward = first_episode_success(rollout)  # (N,) the verified reward of each rollout
+        reward = first_episode_success(rollout, "return" if cfg.reward == "return" else "success")  # (N,)
         group = np.arange(n) // cfg.group_size
         per_rollout = group_advantages(reward, group, cfg.adv_eps, cfg.std_norm)
         adv = np.broadcast_to(per_rollout[None, :], rollout.shape)  # every chunk of rollout i

@@ -211,12 +211,13 @@ class ChunkCollector:
                             next_values=next_values[cut], valid=valid[cut], episodes=episodes, env_steps=env_steps)
 
 
-def first_episode_success(rollout: ChunkRollout) -> np.ndarray:
-    """(N,) 1.0 where the env's first episode succeeded (0 if it never ended)."""
+def first_episode_success(rollout: ChunkRollout, key: str = "success") -> np.ndarray:
+    """(N,) 1.0 where the env's first episode succeeded (0 if it never ended); with ``key="return"``
+    the first episode's return instead."""
     reward = np.zeros(rollout.shape[1])
     seen = np.zeros(rollout.shape[1], dtype=bool)
     for ep in rollout.episodes:
         if not seen[ep["env"]]:
-            reward[ep["env"]] = float(ep["success"])
+            reward[ep["env"]] = float(ep[key])
             seen[ep["env"]] = True
     return reward

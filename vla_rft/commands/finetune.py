@@ -122,6 +122,11 @@ def _check(cfg: FinetuneConfig) -> None:
         raise UserInputError("--task is required (see vla-rft tasks)")
     require_at_least(cfg, ("iterations", "num_envs", "rollout_len", "eval_num_envs", "num_threads", "save_every",
                            "ray_workers", "sft_batch_size"), error=UserInputError)
+    if cfg.grpo.reward not in ("success", "return"):
+        raise UserInputError(f"--grpo.reward must be success or return, got '{cfg.grpo.reward}'")
+    if cfg.algo == "grpo" and cfg.imagined.reward == "similarity" and cfg.grpo.reward != "return":
+        raise UserInputError("--imagined.reward similarity pays a dense reward and no success: GRPO must rank "
+                             "rollouts by it, add --grpo.reward return")
     if cfg.world_model and cfg.source != "world-model":
         raise UserInputError(f"--world_model is read by --source world-model only (the source is '{cfg.source}')")
     if cfg.online_steps < 0 or (cfg.online_steps and cfg.algo != "chunked-td"):
