@@ -50,8 +50,8 @@ def main() -> int:
         ax.plot(d["imagined_steps"], [100 * v for v in d["imagined_success"]], color=color, linestyle="--",
                 label=f"{d['run']}: in the model (imagined rollouts, 20-it mean)")
         ax.errorbar(d["real_steps"], [100 * v for v in d["real_success"]], color=color, marker="o", capsize=3,
-                    yerr=[[100 * (v - lo) for v, lo in zip(d["real_success"], d["real_lo"])],
-                          [100 * (hi - v) for v, hi in zip(d["real_success"], d["real_hi"])]],
+                    yerr=[[max(0.0, 100 * (v - lo)) for v, lo in zip(d["real_success"], d["real_lo"])],
+                          [max(0.0, 100 * (hi - v)) for v, hi in zip(d["real_success"], d["real_hi"])]],
                     label=f"{d['run']}: real sim (periodic evaluation)")
     ax.set_xlabel("GRPO iteration (zero real simulator steps)")
     ax.set_ylabel("success (%)")
