@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,9 @@ from vla_rft.data.chunks import EpisodeTable
 from world_models.data import ChunkSequences
 from world_models.metrics import open_loop, psnr, ranking, ssim, success_head_scores
 from world_models.model import WorldModel, WorldModelConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "algorithms"))  # sim_fixtures (no conftest here:
+# a second tests/*/conftest.py module would shadow the robots tests' `from conftest import TOKEN`)
 
 TINY = ["--model.latent_channels", "8", "--model.codec_channels", "[8,16,16]", "--model.dyn_channels", "32",
         "--model.dyn_blocks", "1", "--model.hidden", "64", "--chunk_size", "4", "--horizon", "3",

@@ -65,7 +65,7 @@ class FinetuneConfig(TrainRunOptions):
     data: list[str] = field(default_factory=list)
     """LeRobotDataset roots to learn from (algo sft, demonstrations; algo chunked-td, demos, policy rollouts, deployed episodes)."""
     online_steps: int = 0
-    """algo chunked-td, offline then online: env steps collected from --source after the --iterations offline updates (0 is offline only)."""
+    """Env steps collected online from --source after the --iterations offline updates (algo chunked-td; 0 is offline only)."""
     sft_batch_size: int = 64
     """Chunk windows per supervised fine-tuning step (algo sft; optim.lr_policy is its learning rate)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)

@@ -1,8 +1,0 @@
-"""World-model tests: the small sims policy of the algorithm tests on the import path."""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "algorithms"))
