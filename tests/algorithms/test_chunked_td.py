@@ -243,7 +243,8 @@ def test_offline_then_online_collects_mixes_and_resumes_exactly(tmp_path, toy):
     from vla_rft.commands.finetune import FinetuneConfig, _resumed_config, train
 
     def cfg(name, **kw):
-        c = _fake_cfg(tmp_path, name, "chunked-td", data=[toy], iterations=3, online_steps=2 * 4 * 3 * 4, **kw)
+        kw = {"iterations": 3, "online_steps": 2 * 4 * 3 * 4, **kw}
+        c = _fake_cfg(tmp_path, name, "chunked-td", data=[toy], **kw)
         c.chunked_td = ChunkedTDConfig(batch_size=16, hidden=32, num_samples=4, online_updates=2)
         return c
 
@@ -261,6 +262,13 @@ def test_offline_then_online_collects_mixes_and_resumes_exactly(tmp_path, toy):
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last")
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last")
     assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    # --iterations 0: an offline checkpoint continues online only, with its trained critic
+    cont = cfg("cont", iterations=0, online_steps=4 * 3 * 4, policy=str(tmp_path / "full" / "checkpoints" / "last"))
+    assert train(cont)["iteration"] == 1
+    c = load_checkpoint(tmp_path / "cont" / "checkpoints" / "last")
+    critic = [k for k in a.tensors if "critic" in k]
+    assert critic and any(not torch.equal(a.tensors[k], c.tensors[k]) for k in critic)  # the critic kept learning
+    assert c.state["term.online_buffer.ret"].shape == (12,)
 
 
 def test_online_phase_needs_the_whole_chunk_critic(toy):

@@ -47,7 +47,7 @@ class FinetuneConfig(TrainRunOptions):
     task: str | None = None
     """Required. The task to fine-tune on (see vla-rft tasks)."""
     iterations: int = 100
-    """Collect-then-update iterations (the learning-rate schedule spans them)."""
+    """Collect-then-update iterations (the learning-rate schedule spans them); for algo chunked-td the offline updates (0 with --online_steps continues a checkpoint online only)."""
     minutes: float | None = None
     """Wall-clock budget in minutes; the run ends (evaluated, checkpointed) after the iteration that reaches it."""
     num_envs: int = 8
@@ -120,7 +120,9 @@ def _check(cfg: FinetuneConfig) -> None:
         raise UserInputError("--policy is required: a policy checkpoint directory (from vla-rft pretrain)")
     if not cfg.task:
         raise UserInputError("--task is required (see vla-rft tasks)")
-    require_at_least(cfg, ("iterations", "num_envs", "rollout_len", "eval_num_envs", "num_threads", "save_every",
+    # --iterations 0 with --online_steps: online only, e.g. an offline chunked-TD checkpoint continuing online
+    require_at_least(cfg, ("iterations",), 0 if cfg.online_steps > 0 else 1, error=UserInputError)
+    require_at_least(cfg, ("num_envs", "rollout_len", "eval_num_envs", "num_threads", "save_every",
                            "ray_workers", "sft_batch_size"), error=UserInputError)
     if cfg.grpo.reward not in ("success", "return"):
         raise UserInputError(f"--grpo.reward must be success or return, got '{cfg.grpo.reward}'")
