@@ -338,3 +338,25 @@ def test_report_draws_world_model_fidelity_and_ranking(tmp_path):
     html = Path(build_report([run], tmp_path / "r.html")).read_text()
     assert "wm-eval: world-model fidelity and policy ranking" in html
     assert "Pearson 0.90, Spearman 0.80" in html and html.count("data:image/png") == 2
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs"
+                                                          / "world_model").glob("*.yaml")))
+def test_every_world_model_preset_parses_and_runs_one_chunk(preset):
+    """The shipped presets (wm_tiny for the CPU, wm_base for a GPU) are valid configs whose model
+    encodes two cameras and imagines one chunk at the policy's 64x64."""
+    from dataclasses import replace
+
+    from vla_rft.config import parse_config
+    from world_models.train import WorldModelTrainConfig
+
+    cfg = parse_config(WorldModelTrainConfig, ["--config", preset], group="world_model")
+    mcfg = replace(cfg.model, cameras=["front", "wrist"], image_size=[64, 64], state_dim=14, action_dim=7)
+    model = WorldModel(mcfg).eval()
+    images = {c: np.zeros((2, 64, 64, 3), np.uint8) for c in mcfg.cameras}
+    with torch.no_grad():
+        z = model.encode(images)
+        nz, ns, logit = model.step(z, torch.zeros(2, 14), torch.zeros(2, mcfg.chunk_size, 7))
+        frames = model.decode(nz)
+    assert nz.shape == z.shape and ns.shape == (2, 14) and logit.shape[0] == 2
+    assert {k: tuple(v.shape[-2:]) for k, v in frames.items()} == {"front": (64, 64), "wrist": (64, 64)}
