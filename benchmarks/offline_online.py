@@ -97,15 +97,17 @@ def _plot(rows: dict, offline: dict[int, float], start: float, png: Path) -> Non
     colors = {"online": "tab:blue", "ppo": "tab:orange"}
     for kind, runs in rows.items():
         for i, r in enumerate(runs):
-            xs = [0] + [p["env_steps"] for p in r["curve"]]
-            y0 = offline[r["seed"]] if kind == "online" else start
-            ys = [100 * y0] + [100 * p["success"] for p in r["curve"]]
+            xs = [p["env_steps"] for p in r["curve"]]  # the first evaluation is at 0 online steps
+            ys = [100 * p["success"] for p in r["curve"]]
+            if kind == "online":  # the seed's offline result on the 100 final-evaluation episodes
+                ax.plot([0], [100 * offline[r["seed"]]], color=colors[kind], marker="x", ls="none",
+                        label="offline result (100 episodes)" if i == 0 else None)
             ax.plot(xs, ys, color=colors[kind], alpha=0.8, marker=".",
                     label=("offline -> online chunked TD" if kind == "online" else "PPO from the start") if i == 0
                     else None)
     ax.axhline(100 * start, color="gray", ls=":", label="start (100 episodes)")
     ax.set_xlabel("online env steps")
-    ax.set_ylabel(f"{TASK} success (%)")
+    ax.set_ylabel(f"{TASK} success (%), 50-episode evaluations")
     ax.set_title("Offline -> online chunked TD vs PPO, 3 seeds each")
     ax.legend(fontsize=8)
     fig.tight_layout()
