@@ -62,13 +62,12 @@ def _curve(run: Path) -> list[dict]:
 
 
 def _run(args: argparse.Namespace, kind: str, seed: int, data: list[str], runs: Path) -> dict:
-    """Train (cached by summary.json), then evaluate ``last`` on ``--episodes`` episodes."""
+    """Train (cached by result.json), then evaluate ``last`` on ``--episodes`` episodes. ``online``
+    continues this seed's ``offline`` checkpoint: main runs every offline run first."""
     name = f"{kind}-s{seed}"
     path = runs / name / "result.json"
     if path.is_file():
         return json.loads(path.read_text())
-    if kind == "online":  # needs this seed's offline checkpoint
-        _run(args, "offline", seed, data, runs)
     t0 = time.time()
     s = vla(_cmd(args, kind, seed, data, runs), runs / f"{name}.log")
     last = runs / name / "checkpoints" / "last"
