@@ -22,7 +22,6 @@ from robots.config import did_you_mean
 
 ADAPTERS: dict[str, str] = {
     "episode_writer": "vla_rft.data.lerobot_io:EpisodeWriter",
-    "lerobot_dataset": "lerobot.datasets.lerobot_dataset:LeRobotDataset",
     "sims.make_env": "sims:make_env",
     "sims.make_expert": "sims:make_expert",
     "sims.substeps": "sims.scene:SUBSTEPS",

@@ -117,9 +117,7 @@ class DeployDataset:
 
     def _reopen(self) -> None:
         """Open the finalized dataset again for appending (LeRobot starts new files on resume)."""
-        lerobot_dataset = load_adapter("lerobot_dataset")  # lerobot's LeRobotDataset
-
-        self.writer.dataset = lerobot_dataset(f"local/{self.root.name}", root=self.root)
+        self.writer.reopen()
         self._needs_reopen = False
 
 

@@ -47,13 +47,20 @@ from robots.episode import (
     wait_for_observation,
 )
 from robots.outcome import FixedOutcome, OperatorOutcome, OutcomeSource, RobotOutcome, TopicOutcome
-from robots.teleop import KeyboardTeleop, NoTeleop, RosTeleop, ScriptedTeleop, Teleop
+from robots.teleop import (
+    ExpertSupervisor,
+    KeyboardTeleop,
+    NoTeleop,
+    RosTeleop,
+    ScriptedTeleop,
+    Teleop,
+)
 from robots.timing import LoopStats, RateLoop, percentile
 from vla_rft.contract import STATE_KEY
 
 __all__ = [
     "DEPLOY_FEATURE_KEYS", "EVENT_KINDS", "DeployDataset", "DeploySettings", "EpisodeResult",
-    "EpisodeRunner", "FixedOutcome", "GotoPolicy", "GuardedRobot", "KeyboardTeleop", "LoopStats",
+    "EpisodeRunner", "ExpertSupervisor", "FixedOutcome", "GotoPolicy", "GuardedRobot", "KeyboardTeleop", "LoopStats",
     "NoTeleop", "OperatorOutcome", "OutcomeSource", "RateLoop", "ResolvedPolicy", "RobotOutcome",
     "RosTeleop", "ScriptedTeleop", "Teleop", "TopicOutcome", "deploy_features", "event_flags",
     "hold_action", "percentile", "read_deploy_episodes", "resolve_policy", "wait_for_observation",

@@ -159,8 +159,9 @@ class EpisodeRunner:
     def run_episode(self) -> EpisodeResult:
         """Reset the robot, run until done, write the episode (if a dataset is attached)."""
         self.robot.reset()
-        if isinstance(self.teleop, KeyboardTeleop):
-            self.teleop.new_episode()
+        new_episode = getattr(self.teleop, "new_episode", None)
+        if new_episode is not None:
+            new_episode()
         executor = self._executor()
         loop = RateLoop(self.hz, realtime=self.settings.realtime)
         stats = LoopStats(1.0 / self.hz)

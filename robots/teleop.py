@@ -18,7 +18,10 @@ from vla_rft.contract import STATE_KEY
 
 
 class Teleop(Protocol):
-    """An operator's action source: an action replaces the policy's (and is flagged), None does not."""
+    """An operator's action source: an action replaces the policy's (and is flagged), None does not.
+
+    A source with a ``new_episode()`` method has it called before every episode.
+    """
 
     def action(self, obs: dict[str, Any] | None, step: int) -> np.ndarray | None: ...
 
@@ -44,6 +47,54 @@ class ScriptedTeleop:
     def action(self, obs: dict[str, Any] | None, step: int) -> np.ndarray | None:
         a = self.fn(step, obs)
         return None if a is None else np.asarray(a, dtype=np.float32)
+
+    def close(self) -> None:
+        pass
+
+
+class ExpertSupervisor:
+    """A scripted supervisor for simulated robots (HG-DAgger / ConRFT-style corrections).
+
+    It watches the task's dense reward (``robot.outcome()``) and takes over with the task's
+    scripted expert when the policy has made no progress (a reward gain of ``min_progress``) for
+    ``stall_steps`` steps; after ``takeover_steps`` steps it hands control back and the stall
+    clock restarts.
+    Each takeover starts a fresh expert from the current state, so the corrections are the
+    expert's actions on the states the policy reached: the data offline RFT learns from.
+    """
+
+    def __init__(self, robot: Any, stall_steps: int = 20, takeover_steps: int = 15,
+                 min_progress: float = 0.02) -> None:
+        if getattr(robot, "make_expert", None) is None or getattr(robot, "outcome", None) is None:
+            raise ValueError("the expert supervisor needs a simulated robot (a task expert and its reward)")
+        if stall_steps < 1 or takeover_steps < 1:
+            raise ValueError(f"stall_steps and takeover_steps must be >= 1, got {stall_steps}, {takeover_steps}")
+        self.robot = robot
+        self.stall_steps, self.takeover_steps = stall_steps, takeover_steps
+        self.min_progress = min_progress
+        self.takeovers = 0
+        self.new_episode()
+
+    def new_episode(self) -> None:
+        self._best, self._since, self._left = -float("inf"), 0, 0
+        self._expert: Callable[[Any], np.ndarray] | None = None
+
+    def action(self, obs: dict[str, Any] | None, step: int) -> np.ndarray | None:
+        if obs is None:
+            return None
+        reward = float(self.robot.outcome().reward)
+        if reward > self._best + self.min_progress:
+            self._best, self._since = reward, step
+        if self._left == 0 and step - self._since >= self.stall_steps:
+            self._left = self.takeover_steps
+            self._expert = self.robot.make_expert()
+            self.takeovers += 1
+        if self._left == 0 or self._expert is None:
+            return None
+        self._left -= 1
+        if self._left == 0:
+            self._since = step + 1  # handed back: the policy gets a fresh stall window
+        return np.asarray(self._expert(obs), dtype=np.float32)
 
     def close(self) -> None:
         pass

@@ -22,6 +22,7 @@ from robots.deploy import (
     DeployDataset,
     DeploySettings,
     EpisodeRunner,
+    ExpertSupervisor,
     FixedOutcome,
     KeyboardTeleop,
     LoopStats,
@@ -156,6 +157,36 @@ def test_scripted_supervisor_interventions_replace_the_policy_and_are_flagged(tm
     assert int(step4["safety.flags"]) & (1 << EVENT_KINDS.index("clip_gripper_rate"))
 
 
+def test_expert_supervisor_takes_over_when_the_policy_stalls_and_hands_back() -> None:
+    robot = make_robot({"kind": "mujoco", "task": "pick_cube", "cameras": [], "seed": 3})
+    try:
+        obs = robot.get_observation()
+        policy = resolve_policy("scripted:zero", robot, obs)  # never makes progress
+        supervisor = ExpertSupervisor(robot, stall_steps=10, takeover_steps=12)
+        flags, rewards, ee = [], [], []
+
+        def on_step(t: int, record: Any) -> None:
+            flags.append(record.intervention)
+            rewards.append(robot.outcome().reward)
+            ee.append(np.asarray(robot.get_observation()["observation.state"][7:10]))
+
+        runner = EpisodeRunner(robot, policy.infer, DeploySettings(
+            max_steps=50, realtime=False, executor=ExecutorConfig(async_inference=False)), None,
+            supervisor, RobotOutcome(robot), on_step=on_step)
+        result = runner.run_episode()
+        # the stall clock starts at the first step with an observation (step 1): takeover at 11..22,
+        # handed back, then the policy gets a fresh stall window of 10 steps: 33..44
+        assert [t for t, f in enumerate(flags) if f] == [*range(11, 23), *range(33, 45)]
+        assert result.interventions == 24 and supervisor.takeovers == 2
+        assert rewards[22] > rewards[10]  # the expert moved the arm toward the cube
+        assert np.linalg.norm(ee[22] - ee[10]) > 0.03
+        assert np.linalg.norm(ee[32] - ee[24]) < 0.005  # the zero policy holds still once handed back
+        runner.run_episode()  # a new episode resets the supervisor's clock
+        assert supervisor.takeovers == 4
+    finally:
+        robot.close()
+
+
 def test_keyboard_teleop_reads_lines_without_blocking_the_loop() -> None:
     robot = make_robot({"kind": "fake", "limits": {"action_space": "ee_delta"},
                         "state_layout": {"ee_position": [0, 3], "gripper": 3}})
@@ -250,6 +281,8 @@ def _cli(*args: str, timeout: float = 120, **kw: Any) -> subprocess.CompletedPro
      "--teleop must be"),
     (["--robot", str(MUJOCO_YAML), "--policy", "scripted:expert", "--out", "X", "--success", "operator"],
      "needs --teleop keyboard"),
+    (["--robot", str(MUJOCO_YAML), "--policy", "scripted:expert", "--out", "X", "--teleop", "expert",
+      "--supervisor.stall_steps", "0"], "--supervisor.stall_steps and --supervisor.takeover_steps must be >= 1"),
 ])
 def test_deploy_cli_rejects_bad_input_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     args = [str(tmp_path / "out") if a == "X" else a for a in args]
@@ -263,6 +296,10 @@ def test_deploy_cli_refuses_an_expert_on_a_robot_without_one(tmp_path: Path) -> 
     yaml.write_text("kind: fake\ncameras: [front]\nimage_shape: [8, 8]\n")
     proc = _cli("deploy", "--robot", str(yaml), "--policy", "scripted:expert", "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "scripted:expert needs a simulated robot" in proc.stderr, proc.stderr
+    proc = _cli("deploy", "--robot", str(yaml), "--policy", "scripted:zero", "--teleop", "expert", "--out",
+                str(tmp_path / "o"))
+    assert proc.returncode == 2 and "--teleop expert needs a simulated robot" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()  # refused before anything was created
 
 
 def test_deploy_cli_runs_a_policy_served_over_websockets(tmp_path: Path, policy_server: Any) -> None:

@@ -12,6 +12,18 @@ from vla_rft.errors import UserInputError
 
 
 @dataclass
+class SupervisorConfig:
+    """The scripted supervisor of --teleop expert (simulated robots), see robots.teleop.ExpertSupervisor."""
+
+    stall_steps: int = 20
+    """Take over after this many steps without a gain of min_progress in the task's dense reward."""
+    takeover_steps: int = 15
+    """Steps the expert drives per takeover before handing back."""
+    min_progress: float = 0.02
+    """Dense-reward gain that counts as progress of the policy."""
+
+
+@dataclass
 class DeployConfig:
     """Run a policy on a robot at a fixed rate through the safety filter and the chunk executor,
     and write every episode as a LeRobotDataset episode (commanded and executed actions, safety
@@ -38,7 +50,10 @@ class DeployConfig:
     """End an episode at its first successful step."""
     teleop: str = "none"
     """Human intervention source: none | keyboard (stdin lines, see docs/deployment.md) | ros:/TOPIC
-    (std_msgs/Float64MultiArray actions through the rosbridge of the robot)."""
+    (std_msgs/Float64MultiArray actions through the rosbridge of the robot) | expert (a scripted
+    supervisor on a simulated robot - the task expert takes over when the policy stalls)."""
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    """When the expert supervisor (--teleop expert) takes over and for how long."""
     success: str = "auto"
     """Where success comes from - auto (the task predicate of a simulated robot, else the keyboard
     verdict with teleop=keyboard, else false) | robot | operator | none | ros:/TOPIC (a std_msgs/Bool)."""
@@ -122,8 +137,11 @@ def _check(cfg: DeployConfig) -> None:
         raise UserInputError("--episodes and --max_steps must be >= 1")
     if cfg.mode not in ("open_loop", "ensemble"):
         raise UserInputError(f"--mode must be open_loop or ensemble, got '{cfg.mode}'")
-    if cfg.teleop != "none" and cfg.teleop != "keyboard" and not cfg.teleop.startswith("ros:/"):
-        raise UserInputError(f"--teleop must be none, keyboard or ros:/TOPIC, got '{cfg.teleop}'")
+    if cfg.teleop not in ("none", "keyboard", "expert") and not cfg.teleop.startswith("ros:/"):
+        raise UserInputError(f"--teleop must be none, keyboard, expert or ros:/TOPIC, got '{cfg.teleop}'")
+    sup = cfg.supervisor
+    if sup.stall_steps < 1 or sup.takeover_steps < 1:
+        raise UserInputError("--supervisor.stall_steps and --supervisor.takeover_steps must be >= 1")
     if cfg.success not in ("auto", "robot", "operator", "none") and not cfg.success.startswith("ros:/"):
         raise UserInputError(f"--success must be auto, robot, operator, none or ros:/TOPIC, got '{cfg.success}'")
     if cfg.success == "operator" and cfg.teleop != "keyboard":
@@ -151,6 +169,9 @@ def _check_policy(cfg: DeployConfig, robot: Any) -> None:
     if cfg.policy == "scripted:expert" and getattr(robot, "make_expert", None) is None:
         raise UserInputError(f"scripted:expert needs a simulated robot with a task expert, not kind "
                              f"'{robot.config.kind}'")
+    if cfg.teleop == "expert" and (getattr(robot, "make_expert", None) is None or not hasattr(robot, "outcome")):
+        raise UserInputError(f"--teleop expert needs a simulated robot with a task expert and reward, not kind "
+                             f"'{robot.config.kind}'")
 
 
 def _bridge(robot: Any, what: str) -> Any:
@@ -167,6 +188,9 @@ def _teleop(cfg: DeployConfig, robot: Any) -> Any:
         print("teleop: type i<Enter> to take over / hand back, x+ x- y+ y- z+ z- 0 to jog, g gripper, "
               "s/f success/failure, q quit", file=sys.stderr)
         return deploy.KeyboardTeleop(robot, sys.stdin)
+    if cfg.teleop == "expert":
+        sup = cfg.supervisor
+        return deploy.ExpertSupervisor(robot, sup.stall_steps, sup.takeover_steps, sup.min_progress)
     if cfg.teleop.startswith("ros:"):
         return deploy.RosTeleop(_bridge(robot, "--teleop ros:"), cfg.teleop[4:], robot.limits.action_dim)
     return deploy.NoTeleop()

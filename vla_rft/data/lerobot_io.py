@@ -10,7 +10,8 @@ intervention flag) are declared with ``extra_features``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,23 @@ DONE_KEY = "next.done"
 
 # lerobot's hub client must never try the network here; local roots only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@contextmanager
+def _progress_bars_kept() -> Iterator[None]:
+    """Keep Hugging Face datasets' progress-bar setting across a lerobot call.
+
+    lerobot's ``SuppressProgressBars`` turns the bars back on when it exits, even where a command
+    had turned them off, so every later episode would print a ``Map`` bar on the user's terminal.
+    """
+    from datasets.utils import logging as ds_logging
+
+    enabled = ds_logging.is_progress_bar_enabled()
+    try:
+        yield
+    finally:
+        if not enabled:
+            ds_logging.disable_progress_bar()
 
 
 def contract_features(
@@ -69,10 +87,11 @@ class EpisodeWriter:
         if root.exists():
             raise FileExistsError(f"dataset root '{root}' already exists; choose a new --out")
         self.features = features
-        self.dataset = LeRobotDataset.create(
-            repo_id=repo_id or f"local/{root.name}", fps=fps, features=features, root=root,
-            robot_type=robot_type, use_videos=any(f["dtype"] == "video" for f in features.values()),
-        )
+        with _progress_bars_kept():
+            self.dataset = LeRobotDataset.create(
+                repo_id=repo_id or f"local/{root.name}", fps=fps, features=features, root=root,
+                robot_type=robot_type, use_videos=any(f["dtype"] == "video" for f in features.values()),
+            )
         self.frames_in_episode = 0
 
     def add_frame(self, obs: Mapping[str, Any], action: np.ndarray, *, reward: float, success: bool,
@@ -93,7 +112,8 @@ class EpisodeWriter:
     def save_episode(self) -> None:
         if self.frames_in_episode == 0:
             raise ValueError("save_episode() called with no frames added")
-        self.dataset.save_episode()
+        with _progress_bars_kept():
+            self.dataset.save_episode()
         self.frames_in_episode = 0
 
     def discard_episode(self) -> None:
@@ -102,9 +122,14 @@ class EpisodeWriter:
             self.dataset.clear_episode_buffer()
             self.frames_in_episode = 0
 
+    def reopen(self) -> None:
+        """Open the finalized dataset again for appending (LeRobot starts new files on resume)."""
+        self.dataset = open_dataset(self.dataset.root)
+
     def finalize(self) -> None:
         """Flush metadata and close the parquet writers; the dataset is loadable afterwards."""
-        self.dataset.finalize()
+        with _progress_bars_kept():
+            self.dataset.finalize()
 
 
 def open_dataset(root: str | os.PathLike, *, delta_timestamps: dict[str, list[float]] | None = None):
@@ -114,4 +139,5 @@ def open_dataset(root: str | os.PathLike, *, delta_timestamps: dict[str, list[fl
     root = Path(root)
     if not (root / "meta" / "info.json").is_file():
         raise FileNotFoundError(f"'{root}' is not a LeRobotDataset root (no meta/info.json)")
-    return LeRobotDataset(f"local/{root.name}", root=root, delta_timestamps=delta_timestamps)
+    with _progress_bars_kept():
+        return LeRobotDataset(f"local/{root.name}", root=root, delta_timestamps=delta_timestamps)
