@@ -10,8 +10,11 @@ real simulator does?
   ``--seed + i``, Wilson intervals) and the same episodes in the model (the imagined env resets
   from the same seeds); success in the model against real success per policy, then Pearson,
   Spearman and the mean absolute error across policies.
-- Side-by-side mp4s (real | imagined, every camera, one frame per chunk) of the first
-  ``--videos`` episodes of the first policy, and PNG curves of the fidelity.
+- **Closed-loop fidelity**: the first ``--videos`` episodes of the first policy run in the real
+  sim and in the model from the same seeds, each acting on its own observations; PSNR and the
+  state's mean absolute error between the two at every chunk boundary (``closed_loop``: how fast
+  imagined and real trajectories drift apart), and side-by-side mp4s (real | imagined, every
+  camera, one frame per chunk). PNG curves of the fidelity.
 
 ``--json`` prints ``{"fidelity": {"psnr", "ssim", "state_err"}, "policies": [{"policy",
 "wm_success", "real_success", "real_ci95"}...], "pearson", "spearman", "mae"}``.
@@ -81,11 +84,12 @@ class RandomChunkPolicy:
 def run_episodes(policy: Any, source: Any, seeds: list[int], max_chunks: int, record: int = 0
                  ) -> tuple[np.ndarray, list[dict[str, list[np.ndarray]]]]:
     """The first episode of every env of ``source`` (reset with ``seeds``), acting with the policy's
-    deterministic chunk: (success per env, frames per chunk boundary of the first ``record`` envs)."""
+    deterministic chunk: (success per env, frames and states per chunk boundary of the first
+    ``record`` envs)."""
     obs = source.reset(seeds)
     n = len(seeds)
     active, success = np.ones(n, bool), np.zeros(n, bool)
-    cams = sorted(k for k in obs if k.startswith("observation.images."))
+    cams = [*sorted(k for k in obs if k.startswith("observation.images.")), "observation.state"]
     frames = [{c: [obs[c][i]] for c in cams} for i in range(min(record, n))]
     for _ in range(max_chunks):
         step = source.step(np.asarray(policy.act(obs, deterministic=True), np.float32))
@@ -105,12 +109,13 @@ def run_episodes(policy: Any, source: Any, seeds: list[int], max_chunks: int, re
 def _side_by_side(real: dict[str, list[np.ndarray]], imagined: dict[str, list[np.ndarray]], path: Path) -> None:
     import imageio.v3 as iio
 
-    n = max(len(next(iter(real.values()))), len(next(iter(imagined.values()))))
+    cams = sorted(k for k in real if k.startswith("observation.images."))
+    n = max(len(real[cams[0]]), len(imagined[cams[0]]))
 
     def at(seq: list[np.ndarray], i: int) -> np.ndarray:
         return seq[min(i, len(seq) - 1)]
 
-    rows = [np.concatenate([np.concatenate([at(real[c], i), at(imagined[c], i)], axis=1) for c in sorted(real)],
+    rows = [np.concatenate([np.concatenate([at(real[c], i), at(imagined[c], i)], axis=1) for c in cams],
                            axis=0) for i in range(n)]
     big = [np.kron(r, np.ones((4, 4, 1), np.uint8)) for r in rows]  # 4x upscaled for viewing
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +190,7 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, progress: Any = print) -> di
                 source.close()
                 wm_ok += ok.tolist()
                 if imagined:
-                    _videos(policy, cfg, kwargs, seeds, max_chunks, imagined, out_dir)
+                    result["closed_loop"] = _videos(policy, cfg, kwargs, seeds, max_chunks, imagined, out_dir)
             row = {"policy": name, "wm_success": float(np.mean(wm_ok)), "real_success": real["success_rate"],
                    "real_ci95": real["ci95"], "episodes": cfg.episodes}
             rows.append(row)
@@ -203,8 +208,9 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, progress: Any = print) -> di
 
 
 def _videos(policy: Any, cfg: WorldModelEvalConfig, kwargs: dict[str, Any], seeds: list[int], max_chunks: int,
-            imagined: list[dict[str, list[np.ndarray]]], out_dir: Path) -> None:
-    """Real rollouts of the same seeds (chunk-level sim source) beside the imagined ones."""
+            imagined: list[dict[str, list[np.ndarray]]], out_dir: Path) -> dict[str, Any]:
+    """Real rollouts of the same seeds (chunk-level sim source) beside the imagined ones: videos,
+    and PSNR / state error between the two at every chunk boundary while both episodes run."""
     from vla_rft.sources.vector import VectorEnvSource, _SimEnvFn
 
     n = len(imagined)
@@ -218,6 +224,33 @@ def _videos(policy: Any, cfg: WorldModelEvalConfig, kwargs: dict[str, Any], seed
         sim.close()
     for i in range(n):
         _side_by_side(real[i], imagined[i], out_dir / "videos" / f"{cfg.task}_seed{seeds[i]}_real_vs_imagined.mp4")
+    return closed_loop_drift(real, imagined)
+
+
+def closed_loop_drift(real: list[dict[str, list[np.ndarray]]], imagined: list[dict[str, list[np.ndarray]]]
+                      ) -> dict[str, Any]:
+    """Per chunk boundary k = 0.. (averaged over the episodes still running in both): PSNR of the
+    imagined frames against the real ones (mean over cameras), the state's mean absolute error,
+    and the number of episodes averaged. At k = 0 both share the sim reset: the state error is 0
+    and the PSNR is the codec's reconstruction of the real start frames."""
+    import torch
+
+    from world_models.metrics import psnr
+
+    def to(x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x), dtype=torch.float32).permute(2, 0, 1)[None] / 255.0
+
+    psnrs: dict[int, list[float]] = {}
+    errs: dict[int, list[float]] = {}
+    for r, m in zip(real, imagined):
+        cams = sorted(k for k in r if k.startswith("observation.images."))
+        for k in range(min(len(r["observation.state"]), len(m["observation.state"]))):
+            psnrs.setdefault(k, []).append(float(np.mean([float(psnr(to(m[c][k]), to(r[c][k]))[0]) for c in cams])))
+            errs.setdefault(k, []).append(float(np.abs(np.asarray(m["observation.state"][k], np.float64)
+                                                       - np.asarray(r["observation.state"][k], np.float64)).mean()))
+    ks = sorted(psnrs)
+    return {"psnr": [float(np.mean(psnrs[k])) for k in ks], "state_err": [float(np.mean(errs[k])) for k in ks],
+            "count": [len(psnrs[k]) for k in ks], "episodes": len(real)}
 
 
 def _fidelity(model: Any, cfg: WorldModelEvalConfig, out_dir: Path) -> dict[str, Any]:

@@ -360,3 +360,24 @@ def test_every_world_model_preset_parses_and_runs_one_chunk(preset):
         frames = model.decode(nz)
     assert nz.shape == z.shape and ns.shape == (2, 14) and logit.shape[0] == 2
     assert {k: tuple(v.shape[-2:]) for k, v in frames.items()} == {"front": (64, 64), "wrist": (64, 64)}
+
+
+def test_eval_ranks_policies_and_measures_the_closed_loop_drift(tmp_path):
+    """`world-model eval --policy`: real and imagined success per policy, the ranking metrics, and
+    the closed-loop drift of imagined against real episodes from the same seeds (the first chunk
+    boundary is the shared reset: no state error), with the side-by-side video."""
+    from sim_fixtures import save_sim_policy
+
+    _tiny_model().save(tmp_path / "wm")
+    policy = save_sim_policy(tmp_path / "policy")  # front camera, 32 x 32, h = 4
+    out = tmp_path / "eval"
+    assert _cli("world-model", "eval", "--world_model", str(tmp_path / "wm"), "--task", "pick_cube", "--policy",
+                f"[random,{policy}]", "--episodes", "2", "--num_envs", "2", "--videos", "1", "--out", str(out)) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert [r["policy"] for r in result["policies"]] == ["random", str(policy)]
+    assert all(r["episodes"] == 2 and 0.0 <= r["wm_success"] <= 1.0 for r in result["policies"])
+    drift = result["closed_loop"]
+    assert drift["episodes"] == 1 and len(drift["psnr"]) == len(drift["state_err"]) >= 2
+    assert drift["state_err"][0] < 1e-6  # the shared sim reset (its frames are the codec's reconstruction)
+    assert max(drift["state_err"][1:]) > 1e-3 and all(0 < v < 60 for v in drift["psnr"])  # an untrained model drifts
+    assert list((out / "videos").glob("pick_cube_seed*_real_vs_imagined.mp4"))
