@@ -94,8 +94,13 @@ class RobosuiteTask:
 
     def bind(self, env: ManipulationEnv) -> None:
         self.env = env
-        self.table_z = float(np.asarray(env.table_offset)[2])
+        self.table_z = self.table_top(env)
         self.gripper = env.robots[0].gripper["right"]
+
+    @staticmethod
+    def table_top(env: ManipulationEnv) -> float:
+        """World z of the surface the objects stand on."""
+        return float(np.asarray(env.table_offset)[2])
 
     def privileged_state(self) -> Priv:
         """Task-object positions (world frame) for experts and analysis."""
@@ -185,9 +190,9 @@ class RobosuitePickPlaceCan(RobosuiteTask):
     heldout_templates = ("transfer the tin to its box", "drop the can into its slot")
     max_episode_steps = 200
 
-    def bind(self, env: ManipulationEnv) -> None:
-        super().bind(env)
-        self.table_z = float(env.bin1_pos[2])
+    @staticmethod
+    def table_top(env: ManipulationEnv) -> float:
+        return float(env.bin1_pos[2])
 
     def privileged_state(self) -> Priv:
         pos, yaw = self._body(self.env.obj_body_id["Can"])
