@@ -107,7 +107,9 @@ class RobosuiteTask:
         return {}
 
     def make_expert(self) -> Expert:
-        raise NotImplementedError(f"no scripted expert for {self.name} yet")
+        from vla_rft.errors import UserInputError
+
+        raise UserInputError(f"{self.name} has no scripted expert yet (Lift and Stack do); collect with --policy")
 
     def _body(self, body_id: int) -> tuple[np.ndarray, float]:
         """World position and yaw of a body."""
