@@ -47,8 +47,9 @@ STATE_DIM = 15
 CONTROL_FREQ = 10  # Hz, the suite's control rate
 # robosuite's OSC default kp (150) is tuned for 20 Hz; with the goal re-anchored at the achieved
 # pose every step, a held command then moves the gripper only ~45% of the commanded delta per
-# 100 ms step. At 1000 (still critically damped, stable at the 2 ms physics step) it moves ~85%,
-# so the contract's "metres per step" holds roughly.
+# 100 ms step. At 1000 (still critically damped, stable at the 2 ms physics step) it moves ~86%
+# of a held translation and turns ~70% of a held rotation (measured), so the contract's "metres
+# (radians) per step" hold roughly.
 OSC_KP = 1000
 # Our camera names -> robosuite's.
 CAMERA_MAP = {"front": "agentview", "wrist": "robot0_eye_in_hand"}
