@@ -27,10 +27,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sims import robosuite_env as _robosuite  # noqa: F401  (registers robosuite's tasks; needs no robosuite)
 from sims import tasks as _tasks  # noqa: F401  (registers the built-in tasks)
 from sims.env import STATE_DIM, SimEnv
 from sims.palette import TRAIN_COLORS
 from sims.registry import get_task_class, register_task, task_names
+from sims.robosuite_env import RobosuiteEnv
 from sims.scene import CAMERAS
 from vla_rft.contract import ARM_ACTION_DIM
 
@@ -82,22 +84,27 @@ def list_tasks() -> list[TaskSpec]:
     specs = []
     for name in task_names():
         cls = get_task_class(name)
-        instructions = tuple(_fill(t, colors, i) for t in cls.templates for i in range(len(colors)))
-        specs.append(TaskSpec(name, cls.family, instructions, CAMERAS, ARM_ACTION_DIM, STATE_DIM,
-                              cls.max_episode_steps, gym_id(name)))
+        # dict.fromkeys: a template with no colour field (robosuite's) gives one instruction
+        instructions = tuple(dict.fromkeys(_fill(t, colors, i) for t in cls.templates for i in range(len(colors))))
+        specs.append(TaskSpec(name, cls.family, instructions, CAMERAS, ARM_ACTION_DIM,
+                              getattr(cls, "state_dim", STATE_DIM), cls.max_episode_steps, gym_id(name)))
     return specs
 
 
 def register_gym_envs() -> None:
-    """Register every task (including ones registered after import) with gymnasium."""
+    """Register every task (including ones registered after import) with gymnasium.
+
+    A task class may name its own env class in ``entry_point`` (robosuite's tasks do)."""
     for name in task_names():
         if gym_id(name) not in gym.registry:
-            gym.register(gym_id(name), entry_point="sims.env:SimEnv", kwargs={"task": name},
-                         max_episode_steps=get_task_class(name).max_episode_steps)
+            cls = get_task_class(name)
+            gym.register(gym_id(name), entry_point=getattr(cls, "entry_point", "sims.env:SimEnv"),
+                         kwargs={"task": name}, max_episode_steps=cls.max_episode_steps)
 
 
 def make_env(task_name: str, **kwargs: Any) -> gym.Env:
-    """``gymnasium.make`` for a task name; kwargs go to :class:`SimEnv` (and ``gym.make``)."""
+    """``gymnasium.make`` for a task name; kwargs go to :class:`SimEnv` (and ``gym.make``), or to
+    :class:`sims.robosuite_env.RobosuiteEnv` for a robosuite task."""
     get_task_class(task_name)  # raises ValueError listing valid names
     register_gym_envs()
     env = gym.make(gym_id(task_name), **kwargs)
@@ -134,8 +141,8 @@ def make_expert(task_name: str, env: gym.Env) -> Callable[[Any], np.ndarray]:
     and returns a float32 action; it resets itself when the env's episode restarts.
     """
     sim = env.unwrapped
-    if not isinstance(sim, SimEnv) or sim.task.name != get_task_class(task_name).name:
-        raise ValueError(f"make_expert('{task_name}') needs a SimEnv of that task, got {sim}")
+    if not isinstance(sim, SimEnv | RobosuiteEnv) or sim.task.name != get_task_class(task_name).name:
+        raise ValueError(f"make_expert('{task_name}') needs a SimEnv or RobosuiteEnv of that task, got {sim}")
     expert = sim.task.make_expert()
 
     def act(obs: Any = None) -> np.ndarray:

@@ -43,8 +43,9 @@ class Phase:
 class Expert:
     """Runs phases in order; call it with the privileged state to get a contract action."""
 
-    def __init__(self, phases: Sequence[Phase]) -> None:
+    def __init__(self, phases: Sequence[Phase], down_quat: np.ndarray = DOWN_QUAT) -> None:
         self.phases = list(phases)
+        self.down_quat = down_quat  # the gripper frame pointing down at yaw 0 (per arm)
         self.reset()
         self._quat = np.zeros(4)
         self._neg = np.zeros(4)
@@ -90,7 +91,7 @@ class Expert:
 
     def _rotation(self, ee_quat: np.ndarray, yaw: float) -> np.ndarray:
         """Axis-angle action turning the gripper to point down at ``yaw`` (world frame)."""
-        mujoco.mju_mulQuat(self._quat, yaw_quat(yaw), DOWN_QUAT)
+        mujoco.mju_mulQuat(self._quat, yaw_quat(yaw), self.down_quat)
         mujoco.mju_negQuat(self._neg, ee_quat)
         mujoco.mju_mulQuat(self._err_quat, self._quat, self._neg)
         mujoco.mju_quat2Vel(self._rot, self._err_quat, 1.0)
@@ -124,8 +125,10 @@ def at(key: str, dz: float = 0.0) -> Callable[[Priv], np.ndarray]:
     return target
 
 
-def pick_phases(obj: str, yaw_key: str, half: float, lift_to: float) -> list[Phase]:
+def pick_phases(obj: str, yaw_key: str, half: float, lift_to: float, floor: float = 0.0) -> list[Phase]:
     """Approach above ``obj``, descend, close, lift: the first half of every pick task.
+
+    Heights are above ``floor``, the table top's world z (0 in our scenes, not in robosuite's).
 
     Restarts from the approach when the object moved away from under the open gripper, or
     when it dropped out of a closed grasp.
@@ -134,8 +137,8 @@ def pick_phases(obj: str, yaw_key: str, half: float, lift_to: float) -> list[Pha
     lost = lambda p: bool(np.linalg.norm(p[obj][:2] - p["ee_pos"][:2]) > 0.03)
     dropped = lambda p: not bool(p["grasped"])
     return [
-        Phase(above(obj, half + 0.10), OPEN, yaw, tol=0.012),
+        Phase(above(obj, floor + half + 0.10), OPEN, yaw, tol=0.012),
         Phase(at(obj, -0.005), OPEN, yaw, tol=0.008, max_speed=0.7, restart_if=lost),
         Phase(at(obj, -0.005), CLOSED, yaw, min_steps=4, until=lambda p: True, restart_if=lost),
-        Phase(above(obj, lift_to), CLOSED, yaw, tol=0.02, restart_if=dropped),
+        Phase(above(obj, floor + lift_to), CLOSED, yaw, tol=0.02, restart_if=dropped),
     ]
