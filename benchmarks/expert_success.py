@@ -21,11 +21,11 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--root", default="data/demos")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tasks", nargs="*", default=None)
+    ap.add_argument("--tasks", nargs="*", default=None, help="default: every built-in task (robosuite's by name)")
     args = ap.parse_args()
     import sims
 
-    tasks = args.tasks or [s.name for s in sims.list_tasks()]
+    tasks = args.tasks or [s.name for s in sims.list_tasks() if s.family != "robosuite"]
     rows = []
     for task in tasks:
         out = Path(args.root) / task
