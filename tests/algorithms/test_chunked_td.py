@@ -15,6 +15,7 @@ from vla_rft.algorithms.chunked_td import (
     cal_ql_penalty,
     chunk_targets,
     frame_rewards,
+    intervention_penalties,
 )
 from vla_rft.algorithms.forgetting import load_pretrain_windows
 from vla_rft.config import ConfigError
@@ -65,6 +66,15 @@ def test_rewards_relabel_the_first_success_and_need_a_signal():
         frame_rewards(bare, "success")
     with pytest.raises(ConfigError, match="has no 'next.reward'"):
         frame_rewards(bare, "stored")
+
+
+def test_intervention_penalties_mark_the_frame_before_each_takeover():
+    table = _table([6, 4], [5])
+    flags = np.array([0, 0, 1, 1, 0, 0, 1, 1, 0, 1], bool)  # episode B opens under the operator
+    table.arrays["intervention"] = flags[:, None]
+    np.testing.assert_array_equal(intervention_penalties(table, 0.5), [0, -0.5, 0, 0, 0, 0, -0.5, 0, -0.5, 0])
+    with pytest.raises(ConfigError, match="no 'intervention' flags"):
+        intervention_penalties(_table([3], []), 1.0)
 
 
 def test_cal_ql_penalty_uses_the_monte_carlo_bound():

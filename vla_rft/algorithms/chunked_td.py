@@ -77,6 +77,9 @@ class ChunkedTDConfig:
     """Head learning rate (bc_q, awr)."""
     reward: str = "success"
     """success (1 on the first success frame) or stored (the dataset's next.reward)."""
+    intervention_penalty: float = 0.0
+    """RLIF - subtracted from the reward of the policy's last frame before each operator takeover
+    (a deployed dataset's intervention flags), so the critic learns which chunks get corrected."""
     cal_ql_alpha: float = 0.0
     """Cal-QL penalty weight (0 disables; 0.1 to 1 in ConRFT)."""
     cal_ql_samples: int = 10
@@ -108,6 +111,8 @@ def check_config(cfg: ChunkedTDConfig) -> None:
         raise ConfigError("chunked_td needs 0 <= online_ratio <= 1 and online_updates >= 1")
     if not 0 < cfg.gamma <= 1 or not 0 < cfg.tau <= 1 or cfg.cal_ql_alpha < 0 or cfg.awr_beta <= 0:
         raise ConfigError("chunked_td needs 0 < gamma <= 1, 0 < tau <= 1, cal_ql_alpha >= 0 and awr_beta > 0")
+    if cfg.intervention_penalty < 0:
+        raise ConfigError(f"chunked_td.intervention_penalty must be >= 0, got {cfg.intervention_penalty}")
 
 
 # ------------------------------------------------------------------------------ targets
@@ -137,6 +142,23 @@ def frame_rewards(table: Any, kind: str, where: str = "the data") -> np.ndarray:
     first = success.copy()
     first[1:] &= ~success[:-1] | (table.episode_start[1:] == np.arange(1, len(success)))
     return first.astype(np.float64)
+
+
+def intervention_penalties(table: Any, penalty: float, where: str = "the data") -> np.ndarray:
+    """Per-frame RLIF penalties (N,): ``-penalty`` on the frame before each takeover (an
+    ``intervention`` run's first frame; on that frame itself when it opens the episode)."""
+    a = table.arrays
+    if "intervention" not in a:
+        raise ConfigError(f"{where} has no 'intervention' flags (episodes logged by vla-rft deploy have them); "
+                          "set --chunked_td.intervention_penalty 0")
+    flag = a["intervention"].reshape(-1).astype(bool)
+    idx = np.arange(len(flag))
+    opens = table.episode_start == idx
+    starts = flag & (opens | ~np.concatenate([[False], flag[:-1]]))
+    out = np.zeros(len(flag))
+    at = np.flatnonzero(starts)
+    out[np.where(opens[at], at, at - 1)] = -penalty
+    return out
 
 
 def chunk_targets(table: Any, rewards: np.ndarray, horizon: int, gamma: float) -> ChunkTargets:
@@ -254,6 +276,8 @@ class ChunkedTD(OfflineAlgorithm):
         self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
         table = windows.table
         self.rewards = frame_rewards(table, cfg.reward, where)
+        if cfg.intervention_penalty:
+            self.rewards = self.rewards + intervention_penalties(table, cfg.intervention_penalty, where)
         self.targets = chunk_targets(table, self.rewards, horizon, cfg.gamma)
         policy.eval()
         self.pooled, self.tokens = trunk_features(policy, windows)
