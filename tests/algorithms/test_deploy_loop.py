@@ -40,7 +40,7 @@ def test_deployed_episodes_train_chunked_td_and_a_world_model(tmp_path: Path) ->
     assert moved > 0.1 and np.abs(table.arrays["action"][~flags][:, :3]).max() < 1e-6
 
     assert _cli("finetune", "--algo", "chunked-td", "--data", f"[{deployed}]", "--policy", "pretrained:tiny_kp_4task",
-                "--task", "pick_cube", "--iterations", "3", "--eval_every", "0", "--eval_episodes", "0",
+                "--task", "pick_cube", "--iterations", "3", "--chunked_td.intervention_penalty", "1", "--eval_every", "0", "--eval_episodes", "0",
                 "--retain_tasks", "[]", "--chunked_td.batch_size", "16", "--logging.wandb", "disabled",
                 "--logging.root", str(tmp_path), "--logging.name", "qc") == 0
     rows = [json.loads(x) for x in (tmp_path / "qc" / "metrics.jsonl").read_text().splitlines() if x.strip()]

@@ -73,6 +73,10 @@ def concat_tables(tables: list[Any], roots: list[str], cameras: list[str]) -> An
     keys = [IMAGE_PREFIX + c for c in cameras] + [STATE_KEY, ACTION_KEY]
     keys += [k for k in (REWARD_KEY, SUCCESS_KEY, DONE_KEY) if all(k in t.arrays for t in tables)]  # offline RL's labels
     arrays = {k: np.concatenate([t.arrays[k] for t in tables]) for k in keys}
+    if any("intervention" in t.arrays for t in tables):  # deployed episodes' operator takeovers (RLIF)
+        arrays["intervention"] = np.concatenate([t.arrays["intervention"].reshape(-1).astype(bool)
+                                                 if "intervention" in t.arrays else np.zeros(len(t), bool)
+                                                 for t in tables])
     arrays["task_index"] = np.concatenate(
         [np.array([tasks.index(t.tasks[i]) for i in t.arrays["task_index"]], dtype=np.int64) for t in tables])
     offsets = np.cumsum([0] + [len(t) for t in tables])
