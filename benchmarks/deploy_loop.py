@@ -31,8 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from offline_td import CONFIGS, EVAL_SEED, TASK, run
-from retention import ROOT, START, vla, wilson
+from offline_td import CONFIGS, EVAL_SEED, TASK, evaluate_start, pooled_rows, run, write_results
+from retention import ROOT, START, vla
 
 ROBOT = "configs/robots/mujoco_pick_cube.yaml"
 # RLIF: the supervisor's takeovers as a penalty on the chunk before them (the deployed data's only
@@ -87,27 +87,11 @@ def main() -> int:
     t0 = time.time()
     first = deploy(out, "deployed", START, args.deploy_episodes)
     data = [first["dataset"]]
-    start_path = out / "runs" / "start.json"
-    if not start_path.is_file():
-        start_path.write_text(json.dumps(vla(["eval", "--policy", START, "--tasks", json.dumps([TASK]), "--episodes",
-                                              str(args.episodes), "--seed", str(EVAL_SEED), "--logging.root",
-                                              str(out / "runs"), "--logging.name", "start-eval"],
-                                             out / "runs" / "start.log")))
-    start = json.loads(start_path.read_text())
+    start = evaluate_start(out / "runs", args.episodes)
     jobs = [(c, s) for s in args.seeds for c in args.configs]
     with ThreadPoolExecutor(args.jobs) as pool:
         summaries = list(pool.map(lambda j: run(out, j[0], j[1], data, args), jobs))
-    rows: dict[str, dict] = {"start": {"successes": start["successes"], "episodes": start["episodes"]}}
-    for (config, seed), s in zip(jobs, summaries):
-        r = rows.setdefault(config, {"successes": 0, "episodes": 0, "per_seed": {}, "updates": []})
-        k = round(s["eval/success_rate"] * args.episodes)
-        r["successes"] += k
-        r["episodes"] += args.episodes
-        r["per_seed"][str(seed)] = k / args.episodes
-        r["updates"].append(s["iteration"])
-    for r in rows.values():
-        r["success"] = r["successes"] / r["episodes"]
-        r["ci95"] = wilson(r["successes"], r["episodes"])
+    rows = pooled_rows(start, jobs, summaries, args.episodes)
     second, best = None, None
     td = [c for c in args.configs if c != "bc"]
     if td and args.seeds:
@@ -137,10 +121,7 @@ def main() -> int:
               "rows": rows, "machine": {"cpus": 2, "runs_side_by_side": args.jobs},
               "total_seconds": round(time.time() - t0, 1),
               "command": "python benchmarks/deploy_loop.py " + " ".join(sys.argv[1:])}
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(result, indent=1))
-    Path(args.results).with_suffix(".md").write_text(md + "\n")
-    print(md)
+    write_results(Path(args.results), result, md)
     return 0
 
 

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from offline_td import CONFIGS, EVAL_SEED, TASK, collect
+from offline_td import CONFIGS, EVAL_SEED, TASK, collect, evaluate_start, write_results
 from retention import ROOT, START, vla, wilson
 
 COMMON = ["--task", TASK, "--eval_seed", str(EVAL_SEED), "--retain_tasks", "[]", "--logging.wandb", "disabled",
@@ -134,12 +134,7 @@ def main() -> int:
     runs.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     data = collect(out, args.demos, args.rollouts)
-    start_path = runs / "start.json"
-    if not start_path.is_file():
-        start_path.write_text(json.dumps(vla(["eval", "--policy", START, "--tasks", json.dumps([TASK]), "--episodes",
-                                              str(args.episodes), "--seed", str(EVAL_SEED), "--logging.root",
-                                              str(runs), "--logging.name", "start-eval"], runs / "start.log")))
-    start = json.loads(start_path.read_text())
+    start = evaluate_start(runs, args.episodes)
     # the offline runs first (short), then the 30-minute runs interleaved so each batch mixes both routes
     with ThreadPoolExecutor(args.jobs) as pool:
         offline = list(pool.map(lambda s: _run(args, "offline", s, data, runs), args.seeds))
@@ -181,10 +176,7 @@ def main() -> int:
               "curve_episodes": args.curve_episodes, "eval_seed": EVAL_SEED, "summary": summary, "runs": rows,
               "machine": {"cpus": 2, "runs_side_by_side": args.jobs}, "total_seconds": round(time.time() - t0, 1),
               "command": "python benchmarks/offline_online.py " + " ".join(sys.argv[1:])}
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(result, indent=1))
-    Path(args.results).with_suffix(".md").write_text(md)
-    print(md)
+    write_results(Path(args.results), result, md.rstrip("\n"))
     return 0
 
 

@@ -72,6 +72,40 @@ def run(out: Path, config: str, seed: int, data: list[str], args: argparse.Names
     return s
 
 
+def evaluate_start(runs: Path, episodes: int) -> dict:
+    """The start policy on the benchmark's evaluation episodes (cached in ``runs/start.json``)."""
+    path = runs / "start.json"
+    if not path.is_file():
+        path.write_text(json.dumps(vla(["eval", "--policy", START, "--tasks", json.dumps([TASK]), "--episodes",
+                                        str(episodes), "--seed", str(EVAL_SEED), "--logging.root", str(runs),
+                                        "--logging.name", "start-eval"], runs / "start.log")))
+    return json.loads(path.read_text())
+
+
+def pooled_rows(start: dict, jobs: list[tuple[str, int]], summaries: list[dict], episodes: int) -> dict[str, dict]:
+    """Successes per config pooled over seeds (with the start's row), Wilson intervals."""
+    rows: dict[str, dict] = {"start": {"successes": start["successes"], "episodes": start["episodes"]}}
+    for (config, seed), s in zip(jobs, summaries):
+        r = rows.setdefault(config, {"successes": 0, "episodes": 0, "per_seed": {}, "updates": []})
+        k = round(s["eval/success_rate"] * episodes)
+        r["successes"] += k
+        r["episodes"] += episodes
+        r["per_seed"][str(seed)] = k / episodes
+        r["updates"].append(s["iteration"])
+    for r in rows.values():
+        r["success"] = r["successes"] / r["episodes"]
+        r["ci95"] = wilson(r["successes"], r["episodes"])
+    return rows
+
+
+def write_results(path: Path, result: dict, md: str) -> None:
+    """The figures as JSON at ``path`` and the table beside it (``.md``), printed too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    path.with_suffix(".md").write_text(md + "\n")
+    print(md)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS))
@@ -88,27 +122,11 @@ def main() -> int:
     (out / "runs").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     data = collect(out, args.demos, args.rollouts)
-    start_path = out / "runs" / "start.json"
-    if not start_path.is_file():
-        start_path.write_text(json.dumps(vla(["eval", "--policy", START, "--tasks", json.dumps([TASK]), "--episodes",
-                                              str(args.episodes), "--seed", str(EVAL_SEED), "--logging.root",
-                                              str(out / "runs"), "--logging.name", "start-eval"],
-                                             out / "runs" / "start.log")))
-    start = json.loads(start_path.read_text())
+    start = evaluate_start(out / "runs", args.episodes)
     jobs = [(c, s) for s in args.seeds for c in args.configs]
     with ThreadPoolExecutor(args.jobs) as pool:
         summaries = list(pool.map(lambda j: run(out, j[0], j[1], data, args), jobs))
-    rows = {"start": {"successes": start["successes"], "episodes": start["episodes"]}}
-    for (config, seed), s in zip(jobs, summaries):
-        r = rows.setdefault(config, {"successes": 0, "episodes": 0, "per_seed": {}, "updates": []})
-        k = round(s["eval/success_rate"] * args.episodes)
-        r["successes"] += k
-        r["episodes"] += args.episodes
-        r["per_seed"][str(seed)] = k / args.episodes
-        r["updates"].append(s["iteration"])
-    for r in rows.values():
-        r["success"] = r["successes"] / r["episodes"]
-        r["ci95"] = wilson(r["successes"], r["episodes"])
+    rows = pooled_rows(start, jobs, summaries, args.episodes)
     lines = [f"| config | {TASK} success (pooled) | 95% CI | per seed | updates |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         seeds = ", ".join(f"{100 * v:.0f}%" for v in r.get("per_seed", {}).values()) or "–"
@@ -120,10 +138,7 @@ def main() -> int:
               "episodes": args.episodes, "eval_seed": EVAL_SEED, "configs": {c: CONFIGS[c] for c in args.configs},
               "rows": rows, "total_seconds": round(time.time() - t0, 1),
               "command": "python benchmarks/offline_td.py " + " ".join(sys.argv[1:])}
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(result, indent=1))
-    Path(args.results).with_suffix(".md").write_text(md + "\n")
-    print(md)
+    write_results(Path(args.results), result, md)
     return 0
 
 

@@ -141,15 +141,8 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         return self._observation(), self._info(0)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        a = np.asarray(action, dtype=np.float32)
-        if a.shape != (ARM_ACTION_DIM,):
-            raise ContractError(f"action has shape {a.shape}, expected ({ARM_ACTION_DIM},)")
-        if not np.isfinite(a).all():
-            raise ContractError(f"action contains NaN or inf: {a}")
-        clipped = int(np.count_nonzero(np.abs(a) > 1.0))
-        if clipped:
-            a = np.clip(a, -1.0, 1.0)
-            self._clipped_total += clipped
+        a, clipped = checked_action(action)
+        self._clipped_total += clipped
         if self.elapsed_steps == self._displace_at:
             self._displace_object()
         m, d = self.physics.model, self.physics.data
@@ -276,6 +269,18 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
             for cam in self.cameras:
                 space[IMAGE_PREFIX + cam] = spaces.Box(0, 255, (s, s, 3), dtype=np.uint8)
         return spaces.Dict(space)
+
+
+def checked_action(action: np.ndarray) -> tuple[np.ndarray, int]:
+    """A contract action as float32 ``(7,)`` clipped to [-1, 1], and how many entries were clipped
+    (counted in ``info``); :class:`ContractError` for a wrong shape or a NaN / inf."""
+    a = np.asarray(action, dtype=np.float32)
+    if a.shape != (ARM_ACTION_DIM,):
+        raise ContractError(f"action has shape {a.shape}, expected ({ARM_ACTION_DIM},)")
+    if not np.isfinite(a).all():
+        raise ContractError(f"action contains NaN or inf: {a}")
+    clipped = int(np.count_nonzero(np.abs(a) > 1.0))
+    return (np.clip(a, -1.0, 1.0) if clipped else a), clipped
 
 
 def _fast_renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:

@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sims.env import checked_action
 from sims.experts import CLOSED, OPEN, Expert, Phase, Priv, above, pick_phases
 from sims.registry import get_task_class, register_task
 from vla_rft.contract import (
@@ -37,7 +38,6 @@ from vla_rft.contract import (
     IMAGE_PREFIX,
     STATE_KEY,
     TASK_KEY,
-    ContractError,
 )
 
 if TYPE_CHECKING:
@@ -323,15 +323,8 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         return self._observation(), self._info(0)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        a = np.asarray(action, dtype=np.float32)
-        if a.shape != (ARM_ACTION_DIM,):
-            raise ContractError(f"action has shape {a.shape}, expected ({ARM_ACTION_DIM},)")
-        if not np.isfinite(a).all():
-            raise ContractError(f"action contains NaN or inf: {a}")
-        clipped = int(np.count_nonzero(np.abs(a) > 1.0))
-        if clipped:
-            a = np.clip(a, -1.0, 1.0)
-            self._clipped_total += clipped
+        a, clipped = checked_action(action)
+        self._clipped_total += clipped
         # The Panda gripper integrates sign(command) at 0.2 per step; set its target directly
         # instead (the contract's command is absolute) and send 0, which leaves it unchanged.
         self._gripper.current_action = np.array([-a[6], a[6]], dtype=float)
