@@ -4,6 +4,7 @@ interventions) are data that chunked TD and the world model train on, unchanged.
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,11 @@ seed: 5
 def _cli(*args: str) -> int:
     from vla_rft.cli import main
 
-    return main(list(args))
+    handler = signal.getsignal(signal.SIGTERM)  # `deploy` installs its own; keep pytest's
+    try:
+        return main(list(args))
+    finally:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def test_deployed_episodes_train_chunked_td_and_a_world_model(tmp_path: Path) -> None:

@@ -188,7 +188,11 @@ def test_unreachable_server_is_a_connection_error() -> None:
         PolicyClient(port=1, token=TOKEN, connect_timeout_s=0.5).connect()
 
 
-def test_policy_loading_is_pluggable() -> None:
+def test_policy_loading_is_pluggable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import robots.policy
+
+    # without vla-rft's checkpoint loader, which an earlier in-process `vla-rft deploy` registers
+    monkeypatch.setattr(robots.policy, "_LOADERS", {k: v for k, v in robots.policy._LOADERS.items() if k != "checkpoint"})
     policy = load_policy("scripted:hold", {"action_dim": 4, "state_dim": 7})
     assert policy.metadata.name == "scripted:hold"
     with pytest.raises(ConfigError, match="did you mean 'zero'"):
