@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from policy_fixtures import make_obs, make_policy
+from policy_fixtures import ACTION_DIM, make_obs, make_policy
 from synthetic_env import point_source
 
 from vla_rft.algorithms.losses import (
@@ -25,9 +25,31 @@ FAST = PPOConfig(minibatches=2, epochs=2, value_clip=100.0, gamma=0.9)
 OPTIM = RLOptimConfig(lr_policy=2e-4, lr_noise=2e-4, lr_value=3e-3)
 
 
-def _train(iterations: int, seed: int = 0, cfg: PPOConfig = FAST, terms=None, n: int = 16, head: str = "gaussian"):
-    policy = make_policy(head, seed=seed, init_log_std=-0.5).eval()
-    ppo = PPO(policy, copy.deepcopy(policy), cfg, OPTIM, iterations, terms)
+def _stay_still(policy, steps: int = 200) -> None:
+    """Behaviour-clone the head (only) onto the zero action: a pretrained start that stays put."""
+    from synthetic_env import PointHomeEnv
+
+    env, opt = PointHomeEnv(), torch.optim.Adam(policy.head.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    policy.train()
+    for i in range(steps):
+        obs = [env.reset(seed=i * 32 + j)[0] for j in range(32)]
+        batch = {k: [o[k] for o in obs] if k == "task" else np.stack([o[k] for o in obs]) for k in obs[0]}
+        batch["action"] = np.zeros((32, 4, ACTION_DIM), np.float32)
+        batch["action_is_pad"] = np.zeros((32, 4), bool)
+        loss, _ = policy.bc_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    policy.eval()
+
+
+def _train(iterations: int, seed: int = 0, cfg: PPOConfig = FAST, terms=None, n: int = 16, head: str = "gaussian",
+           optim: RLOptimConfig = OPTIM, pretrained: bool = False, **policy_kw):
+    policy = make_policy(head, seed=seed, **({"init_log_std": -0.5} | policy_kw)).eval()
+    if pretrained:
+        _stay_still(policy)
+    ppo = PPO(policy, copy.deepcopy(policy), cfg, optim, iterations, terms)
     col = ChunkCollector(point_source(n), cfg.gamma)
     rng = np.random.default_rng(seed)
     history = []
@@ -46,6 +68,19 @@ def test_ppo_learns_point_home():
     assert first <= 0.15 and last >= 0.5, (first, last)
     assert hist[-1]["explained_variance"] > 0.3  # the critic learned too
     assert hist[-1]["kl_to_start"] > hist[0]["kl_to_start"]
+
+
+def test_ppo_with_the_flow_head_learns_from_a_pretrained_start():
+    """The flow head (VLA-RFT's noisy Euler chain) learns point-home from a start behaviour-cloned
+    to stay still: success from ~0 to nearly every episode in 60 iterations (~1 min). From an
+    untrained head it does not (measured): its x_0 noise, outside the chain's likelihood, then
+    drives exploration, so the likelihood ratio carries almost none of the return's signal."""
+    _, hist = _train(60, head="flow", pretrained=True, init_log_noise=-1.0,
+                     optim=RLOptimConfig(lr_policy=5e-4, lr_noise=5e-4, lr_value=3e-3))
+    first = np.mean([h["success"] for h in hist[:5]])
+    last = np.mean([h["success"] for h in hist[-5:]])
+    assert first <= 0.1 and last >= 0.8, (first, last)
+    assert hist[-1]["explained_variance"] > 0.5
 
 
 def _hand_batch(new_step_logp, old_step_logp, mask, adv):
