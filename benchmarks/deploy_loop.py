@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,8 +51,6 @@ def deploy(out: Path, name: str, policy: str, episodes: int) -> dict:
         return json.loads(path.read_text())
     root = out / name
     if root.exists():  # an interrupted earlier deploy: start over
-        import shutil
-
         shutil.rmtree(root)
     t0 = time.time()
     s = vla(["deploy", "--robot", str(ROOT / ROBOT), "--policy", policy, "--teleop", "expert", "--episodes",

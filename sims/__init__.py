@@ -27,12 +27,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sims import robosuite_env as _robosuite  # noqa: F401  (registers robosuite's tasks; needs no robosuite)
 from sims import tasks as _tasks  # noqa: F401  (registers the built-in tasks)
 from sims.env import STATE_DIM, SimEnv
 from sims.palette import TRAIN_COLORS
 from sims.registry import get_task_class, register_task, task_names
-from sims.robosuite_env import RobosuiteEnv
+from sims.robosuite_env import RobosuiteEnv  # registers robosuite's tasks; needs no robosuite
 from sims.scene import CAMERAS
 from vla_rft.contract import ARM_ACTION_DIM
 

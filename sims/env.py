@@ -103,7 +103,7 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._displace_bodies = [self.physics.body_id(b) for b in self.task.displaceable]
         self._renderers: dict[str, mujoco.Renderer] = {}
         self._camera_ids = {c: self.physics.camera_id(c) for c in CAMERAS}
-        self.observation_space = self._make_observation_space()
+        self.observation_space = observation_space(STATE_DIM, self.cameras if obs_mode == "rgb" else (), self.image_size)
         self.action_space = spaces.Box(-1.0, 1.0, (ARM_ACTION_DIM,), dtype=np.float32)
         self.instruction = ""
         self.elapsed_steps = 0
@@ -226,15 +226,7 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         return renderer.render()
 
     def _info(self, clipped: int, success: bool = False, dense: float = 0.0) -> dict[str, Any]:
-        return {
-            "is_success": success,
-            "task_name": self.task.name,
-            "reward_sparse": float(success),
-            "reward_dense": dense,
-            "action_clipped": clipped,
-            "action_clipped_total": self._clipped_total,
-            "elapsed_steps": self.elapsed_steps,
-        }
+        return step_info(self.task.name, clipped, self._clipped_total, self.elapsed_steps, success, dense)
 
     def _occupied(self) -> list[np.ndarray]:
         """World positions of the task's bodies, so distractors keep clear of them."""
@@ -259,16 +251,30 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
             d.qpos[adr : adr + 2] += shift
         mujoco.mj_forward(m, d)
 
-    def _make_observation_space(self) -> spaces.Dict:
-        s = self.image_size
-        space: dict[str, spaces.Space] = {
-            STATE_KEY: spaces.Box(-np.inf, np.inf, (STATE_DIM,), dtype=np.float32),
-            TASK_KEY: spaces.Text(INSTRUCTION_MAX_LENGTH, charset=INSTRUCTION_CHARSET),
-        }
-        if self.obs_mode == "rgb":
-            for cam in self.cameras:
-                space[IMAGE_PREFIX + cam] = spaces.Box(0, 255, (s, s, 3), dtype=np.uint8)
-        return spaces.Dict(space)
+
+def observation_space(state_dim: int, cameras: tuple[str, ...] | list[str], image_size: int) -> spaces.Dict:
+    """The contract's observation space: state, instruction and one square image per camera."""
+    space: dict[str, spaces.Space] = {
+        STATE_KEY: spaces.Box(-np.inf, np.inf, (state_dim,), dtype=np.float32),
+        TASK_KEY: spaces.Text(INSTRUCTION_MAX_LENGTH, charset=INSTRUCTION_CHARSET),
+    }
+    for cam in cameras:
+        space[IMAGE_PREFIX + cam] = spaces.Box(0, 255, (image_size, image_size, 3), dtype=np.uint8)
+    return spaces.Dict(space)
+
+
+def step_info(task_name: str, clipped: int, clipped_total: int, elapsed_steps: int, success: bool = False,
+              dense: float = 0.0) -> dict[str, Any]:
+    """The ``info`` of a step (and of a reset): success, both rewards, action clipping, step count."""
+    return {
+        "is_success": success,
+        "task_name": task_name,
+        "reward_sparse": float(success),
+        "reward_dense": dense,
+        "action_clipped": clipped,
+        "action_clipped_total": clipped_total,
+        "elapsed_steps": elapsed_steps,
+    }
 
 
 def checked_action(action: np.ndarray) -> tuple[np.ndarray, int]:

@@ -21,14 +21,13 @@ absolute gripper command. Control runs at 10 Hz like the rest of the suite.
 
 from __future__ import annotations
 
-import string
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sims.env import checked_action
+from sims.env import _check_choice, checked_action, observation_space, step_info
 from sims.experts import CLOSED, OPEN, Expert, Phase, Priv, above, pick_phases
 from sims.registry import get_task_class, register_task
 from vla_rft.contract import (
@@ -60,8 +59,6 @@ INSTALL_HINT = (
     "`pip install --no-deps robosuite==1.5.2 mink==0.0.5 && pip install 'vla-rft[robosuite]'` "
     "(what scripts/install.sh does; see docs/install.md)"
 )
-INSTRUCTION_MAX_LENGTH = 200
-INSTRUCTION_CHARSET = frozenset(string.ascii_letters + string.digits + " ,.'-")
 
 
 def import_robosuite() -> Any:
@@ -248,8 +245,6 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         terminate_on_success: bool = True,
         render_mode: str | None = None,
     ) -> None:
-        from sims.env import _check_choice
-
         _check_choice("obs_mode", obs_mode, ("rgb", "state"))
         _check_choice("reward_type", reward_type, ("dense", "sparse"))
         _check_choice("perturbation", perturbation, ("none",))
@@ -297,7 +292,7 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         joints = [model.joint_name2id(j) for j in self._gripper.joints]
         self._finger_qpos = [model.jnt_qposadr[j] for j in joints]
         self._max_opening = float(model.jnt_range[joints[0], 1] - model.jnt_range[joints[1], 0])
-        self.observation_space = self._make_observation_space()
+        self.observation_space = observation_space(STATE_DIM, self.cameras if self._rgb else (), self.image_size)
         self.action_space = spaces.Box(-1.0, 1.0, (ARM_ACTION_DIM,), dtype=np.float32)
         self.instruction = ""
         self.elapsed_steps = 0
@@ -393,26 +388,7 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         return np.ascontiguousarray(self._raw[CAMERA_MAP[cam] + "_image"][::-1])
 
     def _info(self, clipped: int, success: bool = False, dense: float = 0.0) -> dict[str, Any]:
-        return {
-            "is_success": success,
-            "task_name": self.task.name,
-            "reward_sparse": float(success),
-            "reward_dense": dense,
-            "action_clipped": clipped,
-            "action_clipped_total": self._clipped_total,
-            "elapsed_steps": self.elapsed_steps,
-        }
-
-    def _make_observation_space(self) -> spaces.Dict:
-        s = self.image_size
-        space: dict[str, spaces.Space] = {
-            STATE_KEY: spaces.Box(-np.inf, np.inf, (STATE_DIM,), dtype=np.float32),
-            TASK_KEY: spaces.Text(INSTRUCTION_MAX_LENGTH, charset=INSTRUCTION_CHARSET),
-        }
-        if self._rgb:
-            for cam in self.cameras:
-                space[IMAGE_PREFIX + cam] = spaces.Box(0, 255, (s, s, 3), dtype=np.uint8)
-        return spaces.Dict(space)
+        return step_info(self.task.name, clipped, self._clipped_total, self.elapsed_steps, success, dense)
 
 
 def _osc_input_scale(arm: dict[str, Any]) -> np.ndarray:

@@ -89,14 +89,14 @@ def run_episodes(policy: Any, source: Any, seeds: list[int], max_chunks: int, re
     obs = source.reset(seeds)
     n = len(seeds)
     active, success = np.ones(n, bool), np.zeros(n, bool)
-    cams = [*sorted(k for k in obs if k.startswith("observation.images.")), "observation.state"]
-    frames = [{c: [obs[c][i]] for c in cams} for i in range(min(record, n))]
+    keys = [*sorted(k for k in obs if k.startswith("observation.images.")), "observation.state"]
+    frames = [{c: [obs[c][i]] for c in keys} for i in range(min(record, n))]
     for _ in range(max_chunks):
         step = source.step(np.asarray(policy.act(obs, deterministic=True), np.float32))
         for i in range(len(frames)):
             if active[i]:
                 last = step.final_obs.get(i, {k: v[i:i + 1] for k, v in step.obs.items()})
-                for c in cams:
+                for c in keys:
                     frames[i][c].append(last[c][0])
         success |= step.success & active
         active &= ~step.done
@@ -190,7 +190,8 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, progress: Any = print) -> di
                 source.close()
                 wm_ok += ok.tolist()
                 if imagined:
-                    result["closed_loop"] = _videos(policy, cfg, kwargs, seeds, max_chunks, imagined, out_dir)
+                    real_runs = _videos(policy, cfg, kwargs, seeds, max_chunks, imagined, out_dir)
+                    result["closed_loop"] = closed_loop_drift(real_runs, imagined)
             row = {"policy": name, "wm_success": float(np.mean(wm_ok)), "real_success": real["success_rate"],
                    "real_ci95": real["ci95"], "episodes": cfg.episodes}
             rows.append(row)
@@ -208,9 +209,9 @@ def evaluate_world_model(cfg: WorldModelEvalConfig, progress: Any = print) -> di
 
 
 def _videos(policy: Any, cfg: WorldModelEvalConfig, kwargs: dict[str, Any], seeds: list[int], max_chunks: int,
-            imagined: list[dict[str, list[np.ndarray]]], out_dir: Path) -> dict[str, Any]:
-    """Real rollouts of the same seeds (chunk-level sim source) beside the imagined ones: videos,
-    and PSNR / state error between the two at every chunk boundary while both episodes run."""
+            imagined: list[dict[str, list[np.ndarray]]], out_dir: Path) -> list[dict[str, list[np.ndarray]]]:
+    """Real rollouts of the same seeds (chunk-level sim source) beside the imagined ones, as
+    videos; returns the real recordings (frames and states per chunk boundary)."""
     from vla_rft.sources.vector import VectorEnvSource, _SimEnvFn
 
     n = len(imagined)
@@ -224,7 +225,7 @@ def _videos(policy: Any, cfg: WorldModelEvalConfig, kwargs: dict[str, Any], seed
         sim.close()
     for i in range(n):
         _side_by_side(real[i], imagined[i], out_dir / "videos" / f"{cfg.task}_seed{seeds[i]}_real_vs_imagined.mp4")
-    return closed_loop_drift(real, imagined)
+    return real
 
 
 def closed_loop_drift(real: list[dict[str, list[np.ndarray]]], imagined: list[dict[str, list[np.ndarray]]]
