@@ -5,11 +5,13 @@
 #   bash scripts/install.sh            # into the active virtualenv, else a new ./.venv
 #   VLA_RFT_EXTRAS=dev,bench bash scripts/install.sh   # without Ray
 #   VLA_RFT_ROBOSUITE=0 bash scripts/install.sh   # skip robosuite (the sim benchmark then omits it)
+#   VLA_RFT_METAWORLD=0 bash scripts/install.sh   # skip Meta-World
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EXTRAS="${VLA_RFT_EXTRAS:-dev,bench,ray}"
 ROBOSUITE="${VLA_RFT_ROBOSUITE:-1}"
+METAWORLD="${VLA_RFT_METAWORLD:-1}"
 
 # 1. Debian libraries: EGL/OSMesa for MuJoCo's headless renderer, libav* for torchcodec video decoding.
 APT_PKGS="libegl1 libosmesa6 libgl1 libglib2.0-0 libavcodec59 libavformat59 libavutil57 libswscale6 libavdevice59 libavfilter8 libswresample4"
@@ -42,5 +44,10 @@ fi
 if [ "$ROBOSUITE" = 1 ]; then
   "$PY" -m pip install -q --no-deps robosuite==1.5.2 mink==0.0.5
   "$PY" -m pip install -q -e ".[robosuite]"
+fi
+# 5. Meta-World 3.1.1 pins mujoco==3.3.0; the project's mujoco 3.3.7 runs it (measured, docs/tasks.md).
+if [ "$METAWORLD" = 1 ]; then
+  "$PY" -m pip install -q --no-deps metaworld==3.1.1
+  "$PY" -m pip install -q -e ".[metaworld]"
 fi
 "$PY" -c "import vla_rft, sims, robots; print('[install] vla-rft installed in', __import__('sys').prefix)" >&2

@@ -31,6 +31,7 @@ from sims import tasks as _tasks  # noqa: F401  (registers the built-in tasks)
 from sims.env import STATE_DIM, SimEnv
 from sims.palette import TRAIN_COLORS
 from sims.registry import get_task_class, register_task, task_names
+from sims.metaworld_env import MetaWorldEnv  # registers Meta-World's MT10 tasks; needs no metaworld
 from sims.robosuite_env import RobosuiteEnv  # registers robosuite's tasks; needs no robosuite
 from sims.scene import CAMERAS
 from vla_rft.contract import ARM_ACTION_DIM
@@ -83,7 +84,7 @@ def list_tasks() -> list[TaskSpec]:
     specs = []
     for name in task_names():
         cls = get_task_class(name)
-        # dict.fromkeys: a template with no colour field (robosuite's) gives one instruction
+        # dict.fromkeys: a template with no colour field (robosuite's, Meta-World's) gives one instruction
         instructions = tuple(dict.fromkeys(_fill(t, colors, i) for t in cls.templates for i in range(len(colors))))
         specs.append(TaskSpec(name, cls.family, instructions, CAMERAS, ARM_ACTION_DIM,
                               getattr(cls, "state_dim", STATE_DIM), cls.max_episode_steps, gym_id(name)))
@@ -103,7 +104,8 @@ def register_gym_envs() -> None:
 
 def make_env(task_name: str, **kwargs: Any) -> gym.Env:
     """``gymnasium.make`` for a task name; kwargs go to :class:`SimEnv` (and ``gym.make``), or to
-    :class:`sims.robosuite_env.RobosuiteEnv` for a robosuite task."""
+    :class:`sims.robosuite_env.RobosuiteEnv` / :class:`sims.metaworld_env.MetaWorldEnv` for a
+    robosuite / Meta-World task."""
     get_task_class(task_name)  # raises ValueError listing valid names
     register_gym_envs()
     env = gym.make(gym_id(task_name), **kwargs)
@@ -140,9 +142,9 @@ def make_expert(task_name: str, env: gym.Env) -> Callable[[Any], np.ndarray]:
     and returns a float32 action; it resets itself when the env's episode restarts.
     """
     sim = env.unwrapped
-    if not isinstance(sim, SimEnv | RobosuiteEnv) or sim.task.name != get_task_class(task_name).name:
-        raise ValueError(f"make_expert('{task_name}') needs a SimEnv or RobosuiteEnv of that task, got {sim}")
-    expert = sim.task.make_expert()
+    if not isinstance(sim, SimEnv | RobosuiteEnv | MetaWorldEnv) or sim.task.name != get_task_class(task_name).name:
+        raise ValueError(f"make_expert('{task_name}') needs a suite env of that task, got {sim}")
+    expert = sim.make_expert() if isinstance(sim, MetaWorldEnv) else sim.task.make_expert()
 
     def act(obs: Any = None) -> np.ndarray:
         return expert(sim.privileged_state())

@@ -38,11 +38,11 @@ def measure(task: str, episodes: int, perturbation: str = "none") -> dict[str, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--tasks", nargs="*", default=None, help="default: every built-in task (robosuite's by name)")
+    parser.add_argument("--tasks", nargs="*", default=None, help="default: every built-in task (robosuite's and Meta-World's by name)")
     parser.add_argument("--perturbation", default="none")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    names = args.tasks or [spec.name for spec in sims.list_tasks() if spec.family != "robosuite"]
+    names = args.tasks or [spec.name for spec in sims.list_tasks() if spec.family not in ("robosuite", "metaworld")]
     results = {name: measure(name, args.episodes, args.perturbation) for name in names}
     if args.json:
         print(json.dumps({"episodes": args.episodes, "seeds": f"0..{args.episodes - 1}",
