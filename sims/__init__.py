@@ -29,9 +29,9 @@ import numpy as np
 
 from sims import tasks as _tasks  # noqa: F401  (registers the built-in tasks)
 from sims.env import STATE_DIM, SimEnv
+from sims.metaworld_env import MetaWorldEnv  # registers Meta-World's MT10 tasks; needs no metaworld
 from sims.palette import TRAIN_COLORS
 from sims.registry import get_task_class, register_task, task_names
-from sims.metaworld_env import MetaWorldEnv  # registers Meta-World's MT10 tasks; needs no metaworld
 from sims.robosuite_env import RobosuiteEnv  # registers robosuite's tasks; needs no robosuite
 from sims.scene import CAMERAS
 from vla_rft.contract import ARM_ACTION_DIM
