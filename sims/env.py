@@ -85,11 +85,7 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.image_size = int(image_size)
         self.reward_type = reward_type
         self.terminate_on_success = terminate_on_success
-        if not 0.0 < potential_gamma <= 1.0:
-            from vla_rft.errors import UserInputError
-
-            raise UserInputError(f"potential_gamma must be in (0, 1], got {potential_gamma}")
-        self.potential_gamma = float(potential_gamma)
+        self.potential_gamma = checked_gamma(potential_gamma)
         self.render_mode = render_mode
         self.perturbation = parse_perturbation(perturbation)
 
@@ -152,12 +148,7 @@ class SimEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.elapsed_steps += 1
         success = self.task.success(self.physics)
         dense = 1.0 if success else self.task.dense_reward(self.physics)
-        if self.reward_type == "dense":
-            reward = dense
-        elif self.reward_type == "sparse":
-            reward = float(success)
-        else:  # shaping gamma * phi(s') - phi(s), plus the success reward
-            reward = self.potential_gamma * dense - self._phi + float(success)
+        reward = step_reward(self.reward_type, dense, success, self._phi, self.potential_gamma)
         self._phi = dense
         terminated = success and self.terminate_on_success
         info = self._info(clipped, success=success, dense=dense)
@@ -275,6 +266,26 @@ def step_info(task_name: str, clipped: int, clipped_total: int, elapsed_steps: i
         "action_clipped_total": clipped_total,
         "elapsed_steps": elapsed_steps,
     }
+
+
+def checked_gamma(potential_gamma: float) -> float:
+    """The ``potential_gamma`` kwarg, a :class:`UserInputError` outside (0, 1]."""
+    if not 0.0 < potential_gamma <= 1.0:
+        from vla_rft.errors import UserInputError
+
+        raise UserInputError(f"potential_gamma must be in (0, 1], got {potential_gamma}")
+    return float(potential_gamma)
+
+
+def step_reward(reward_type: str, dense: float, success: bool, phi: float, gamma: float) -> float:
+    """A step's reward of each ``reward_type`` (see :class:`SimEnv`): ``dense`` phi(s'),
+    ``sparse`` the success, ``potential`` gamma * phi(s') - phi(s) plus the success; ``phi`` is
+    phi(s), ``dense`` phi(s') (1 on success)."""
+    if reward_type == "dense":
+        return dense
+    if reward_type == "sparse":
+        return float(success)
+    return gamma * dense - phi + float(success)
 
 
 def checked_action(action: np.ndarray) -> tuple[np.ndarray, int]:

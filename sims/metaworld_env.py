@@ -39,7 +39,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sims.env import _check_choice, _fast_renderer, checked_action, observation_space, step_info
+from sims.env import REWARD_TYPES, _check_choice, checked_gamma, step_reward, _fast_renderer, checked_action, observation_space, step_info
 from sims.registry import get_task_class, register_task
 from vla_rft.contract import ARM_ACTION_DIM, IMAGE_PREFIX, STATE_KEY, TASK_KEY
 
@@ -139,8 +139,11 @@ class MetaWorldEnv(gym.Env[dict[str, Any], np.ndarray]):
         cameras: cameras to render in ``"rgb"`` mode, a subset of ``("front", "wrist")``.
         image_size: square image side in pixels.
         perturbation: only ``"none"``: the perturbation levels exist for the built-in scenes.
-        reward_type: ``"sparse"`` (1 on success) or ``"dense"`` (Meta-World's v2 shaped reward
-            divided by its maximum of 10, so in [0, 1]; 1 on success).
+        reward_type: ``"sparse"`` (1 on success), ``"dense"`` (Meta-World's v2 shaped reward
+            divided by its maximum of 10, so in [0, 1]; 1 on success) or ``"potential"`` (the
+            success plus ``potential_gamma * phi(s') - phi(s)`` with phi the dense reward, as
+            :class:`SimEnv`).
+        potential_gamma: the discount of the agent the potential reward is shaped for.
         terminate_on_success: end the episode (``terminated=True``) when the task succeeds.
         render_mode: ``"rgb_array"`` makes :meth:`render` return the front camera image.
     """
@@ -155,11 +158,12 @@ class MetaWorldEnv(gym.Env[dict[str, Any], np.ndarray]):
         image_size: int = 64,
         perturbation: str = "none",
         reward_type: str = "dense",
+        potential_gamma: float = 0.99,
         terminate_on_success: bool = True,
         render_mode: str | None = None,
     ) -> None:
         _check_choice("obs_mode", obs_mode, ("rgb", "state"))
-        _check_choice("reward_type", reward_type, ("dense", "sparse"))
+        _check_choice("reward_type", reward_type, REWARD_TYPES)
         _check_choice("perturbation", perturbation, ("none",))
         self.cameras = tuple(CAMERA_MAP if cameras is None else cameras)
         for cam in self.cameras:
@@ -172,6 +176,8 @@ class MetaWorldEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.obs_mode = obs_mode
         self.image_size = int(image_size)
         self.reward_type = reward_type
+        self.potential_gamma = checked_gamma(potential_gamma)
+        self._phi = 0.0
         self.terminate_on_success = terminate_on_success
         self.render_mode = render_mode
         env_dict = metaworld.env_dict
@@ -207,6 +213,8 @@ class MetaWorldEnv(gym.Env[dict[str, Any], np.ndarray]):
         super().reset(seed=seed)
         self._mw.seed(int(self.np_random.integers(2**31)))  # the goal / object sampler
         self._mw_obs, _ = self._mw.reset()
+        shaped = self._mw.evaluate_state(self._mw_obs, np.zeros(4))[0]
+        self._phi = float(np.clip(shaped / 10.0, 0.0, 1.0))  # the potential of the first state
         templates = self.task.templates
         self.instruction = templates[int(self.np_random.integers(len(templates)))]
         self.elapsed_steps = 0
@@ -223,7 +231,8 @@ class MetaWorldEnv(gym.Env[dict[str, Any], np.ndarray]):
             success = success or bool(info["success"])
         self.elapsed_steps += 1
         dense = 1.0 if success else float(np.clip(shaped / 10.0, 0.0, 1.0))
-        reward = dense if self.reward_type == "dense" else float(success)
+        reward = step_reward(self.reward_type, dense, success, self._phi, self.potential_gamma)
+        self._phi = dense
         terminated = success and self.terminate_on_success
         return self._observation(), reward, terminated, False, self._info(clipped, success=success, dense=dense)
 

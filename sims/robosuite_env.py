@@ -27,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sims.env import _check_choice, checked_action, observation_space, step_info
+from sims.env import REWARD_TYPES, _check_choice, checked_gamma, step_reward, checked_action, observation_space, step_info
 from sims.experts import CLOSED, OPEN, Expert, Phase, Priv, above, pick_phases
 from sims.registry import get_task_class, register_task
 from vla_rft.contract import (
@@ -226,8 +226,10 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         cameras: cameras to render in ``"rgb"`` mode, a subset of ``("front", "wrist")``.
         image_size: square image side in pixels.
         perturbation: only ``"none"``: the perturbation levels exist for the built-in scenes.
-        reward_type: ``"sparse"`` (1 on success) or ``"dense"`` (robosuite's shaped reward,
-            normalized by robosuite to [0, 1]; 1 on success).
+        reward_type: ``"sparse"`` (1 on success), ``"dense"`` (robosuite's shaped reward,
+            normalized by robosuite to [0, 1]; 1 on success) or ``"potential"`` (the success plus
+            ``potential_gamma * phi(s') - phi(s)`` with phi the dense reward, as :class:`SimEnv`).
+        potential_gamma: the discount of the agent the potential reward is shaped for.
         terminate_on_success: end the episode (``terminated=True``) when the task succeeds.
         render_mode: ``"rgb_array"`` makes :meth:`render` return the last front camera image.
     """
@@ -242,11 +244,12 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         image_size: int = 64,
         perturbation: str = "none",
         reward_type: str = "dense",
+        potential_gamma: float = 0.99,
         terminate_on_success: bool = True,
         render_mode: str | None = None,
     ) -> None:
         _check_choice("obs_mode", obs_mode, ("rgb", "state"))
-        _check_choice("reward_type", reward_type, ("dense", "sparse"))
+        _check_choice("reward_type", reward_type, REWARD_TYPES)
         _check_choice("perturbation", perturbation, ("none",))
         self.cameras = tuple(CAMERA_MAP if cameras is None else cameras)
         for cam in self.cameras:
@@ -258,6 +261,8 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.obs_mode = obs_mode
         self.image_size = int(image_size)
         self.reward_type = reward_type
+        self.potential_gamma = checked_gamma(potential_gamma)
+        self._phi = 0.0
         self.terminate_on_success = terminate_on_success
         self.render_mode = render_mode
         self._rgb = obs_mode == "rgb"
@@ -311,6 +316,7 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         seeded = np.random.default_rng(int(self.np_random.integers(2**63)))
         self._env.rng.bit_generator.state = seeded.bit_generator.state
         self._raw = self._env.reset()
+        self._phi = float(np.clip(self._env.reward(), 0.0, 1.0))  # the potential of the first state
         templates = self.task.templates
         self.instruction = templates[int(self.np_random.integers(len(templates)))]
         self.elapsed_steps = 0
@@ -328,7 +334,8 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.elapsed_steps += 1
         success = bool(self._env._check_success())
         dense = 1.0 if success else float(np.clip(shaped, 0.0, 1.0))
-        reward = dense if self.reward_type == "dense" else float(success)
+        reward = step_reward(self.reward_type, dense, success, self._phi, self.potential_gamma)
+        self._phi = dense
         terminated = success and self.terminate_on_success
         return self._observation(), reward, terminated, False, self._info(clipped, success=success, dense=dense)
 

@@ -146,3 +146,24 @@ def test_no_library_warnings_reach_the_terminal(capfd: pytest.CaptureFixture[str
     env.close()
     out, err = capfd.readouterr()
     assert "warn" not in (out + err).lower()
+
+
+def test_potential_reward_telescopes_to_the_dense_one() -> None:
+    """``potential`` pays gamma * phi(s') - phi(s) (+ success) with phi the dense reward: with
+    gamma = 1 an episode's rewards sum to phi(last) - phi(first) + successes."""
+    kw = {"obs_mode": "state", "terminate_on_success": False}
+    pot = sims.make_env("metaworld_reach", reward_type="potential", potential_gamma=1.0, **kw)
+    dense = sims.make_env("metaworld_reach", reward_type="dense", **kw)
+    pot.reset(seed=3), dense.reset(seed=3)
+    phi0 = pot.unwrapped._phi
+    rng = np.random.default_rng(0)
+    total, last, wins = 0.0, 0.0, 0
+    for _ in range(6):
+        a = rng.uniform(-1, 1, 7).astype(np.float32)
+        _, r, *_, info = pot.step(a)
+        _, last, *_ = dense.step(a)
+        total, wins = total + r, wins + int(info["is_success"])
+    assert 0.0 < phi0 < 1.0 and total == pytest.approx(last - phi0 + wins)
+    with pytest.raises(UserInputError, match="potential_gamma"):
+        sims.make_env("metaworld_reach", reward_type="potential", potential_gamma=1.5)
+    pot.close(), dense.close()

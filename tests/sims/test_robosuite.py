@@ -155,3 +155,15 @@ def test_missing_robosuite_names_the_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.startswith("UserInputError") and "pip install 'vla-rft[robosuite]'" in out.stdout
+
+
+def test_potential_reward_telescopes_to_the_dense_one() -> None:
+    """``potential`` pays gamma * phi(s') - phi(s) (+ success) with phi robosuite's dense reward."""
+    env = sims.make_env("robosuite_lift", obs_mode="state", reward_type="potential", potential_gamma=1.0)
+    env.reset(seed=2)
+    phi0, total, rng = env.unwrapped._phi, 0.0, np.random.default_rng(0)
+    for _ in range(5):
+        _, r, *_, info = env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+        total += r
+    assert 0.0 <= phi0 < 1.0 and total == pytest.approx(info["reward_dense"] - phi0 + float(info["is_success"]))
+    env.close()
