@@ -39,7 +39,16 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sims.env import REWARD_TYPES, _check_choice, checked_gamma, step_reward, _fast_renderer, checked_action, observation_space, step_info
+from sims.env import (
+    REWARD_TYPES,
+    _check_choice,
+    _fast_renderer,
+    checked_action,
+    checked_gamma,
+    observation_space,
+    step_info,
+    step_reward,
+)
 from sims.registry import get_task_class, register_task
 from vla_rft.contract import ARM_ACTION_DIM, IMAGE_PREFIX, STATE_KEY, TASK_KEY
 

@@ -27,7 +27,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sims.env import REWARD_TYPES, _check_choice, checked_gamma, step_reward, checked_action, observation_space, step_info
+from sims.env import (
+    REWARD_TYPES,
+    _check_choice,
+    checked_action,
+    checked_gamma,
+    observation_space,
+    step_info,
+    step_reward,
+)
 from sims.experts import CLOSED, OPEN, Expert, Phase, Priv, above, pick_phases
 from sims.registry import get_task_class, register_task
 from vla_rft.contract import (
