@@ -7,18 +7,22 @@
 # VLA (tiny_kp_4task's recipe on these datasets), 3. evaluation of the start on the target,
 # 4. PPO (ppo_tiny) for $MINUTES minutes, 5. evaluation of the `last` checkpoint on the same
 # episodes. Evaluation seeds (100000+) are disjoint from the collection seeds (0..N-1).
-# Environment overrides: MINUTES, EPISODES (evaluation), STEPS (pretraining), SEED (PPO), NUM_ENVS.
+# Environment overrides: MINUTES, EPISODES (evaluation), STEPS (pretraining), SEED (PPO), NUM_ENVS,
+# ROLLOUT_LEN (chunks per env per PPO iteration). robosuite steps at about 12 per second with two
+# cameras on one core, so its PPO iterations are smaller (8 envs x 5 chunks) and its evaluation
+# shorter (50 episodes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUITE="${1:?usage: external_suites.sh robosuite|metaworld}"
 VLA="${VLA:-.venv/bin/vla-rft}"
 MINUTES="${MINUTES:-30}"
-EPISODES="${EPISODES:-100}"
 STEPS="${STEPS:-2000}"
 SEED="${SEED:-0}"
 case "$SUITE" in
-  robosuite) TARGET=robosuite_lift; TASKS="robosuite_lift"; DEMOS=60; NUM_ENVS="${NUM_ENVS:-8}" ;;
-  metaworld) TARGET=metaworld_push; DEMOS=40; NUM_ENVS="${NUM_ENVS:-16}"
+  robosuite) TARGET=robosuite_lift; TASKS="robosuite_lift"; DEMOS=60
+             NUM_ENVS="${NUM_ENVS:-8}"; ROLLOUT_LEN="${ROLLOUT_LEN:-5}"; EPISODES="${EPISODES:-50}" ;;
+  metaworld) TARGET=metaworld_push; DEMOS=40
+             NUM_ENVS="${NUM_ENVS:-16}"; ROLLOUT_LEN="${ROLLOUT_LEN:-10}"; EPISODES="${EPISODES:-100}"
              TASKS="metaworld_push metaworld_reach metaworld_drawer_open metaworld_button_press_topdown" ;;
   *) echo "unknown suite '$SUITE' (robosuite | metaworld)" >&2; exit 2 ;;
 esac
@@ -35,5 +39,5 @@ EVAL=(--tasks "[$TARGET]" --episodes "$EPISODES" --seed 100000 --num_envs 10 --j
 "$VLA" eval --policy "runs/$BC/checkpoints/last" "${EVAL[@]}" --logging.name "$BC-eval"
 FT="$SUITE-ppo-s$SEED"
 "$VLA" finetune --config ppo_tiny --policy "runs/$BC/checkpoints/last" --task "$TARGET" --minutes "$MINUTES" \
-  --num_envs "$NUM_ENVS" --eval_episodes 0 --seed "$SEED" --logging.name "$FT"
+  --num_envs "$NUM_ENVS" --rollout_len "$ROLLOUT_LEN" --eval_episodes 0 --seed "$SEED" --logging.name "$FT"
 "$VLA" eval --policy "runs/$FT/checkpoints/last" "${EVAL[@]}" --logging.name "$FT-eval"
