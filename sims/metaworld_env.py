@@ -35,21 +35,11 @@ from __future__ import annotations
 import warnings
 from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from sims.env import (
-    REWARD_TYPES,
-    _check_choice,
-    _fast_renderer,
-    checked_action,
-    checked_gamma,
-    observation_space,
-    step_info,
-    step_reward,
-)
-from sims.registry import get_task_class, register_task
+from sims.env import _fast_renderer
+from sims.external import ExternalSuiteEnv
+from sims.registry import register_task
 from vla_rft.contract import ARM_ACTION_DIM, IMAGE_PREFIX, STATE_KEY, TASK_KEY
 
 STATE_DIM = 39
@@ -139,80 +129,35 @@ _mt10("window_close", "window-close-v3", ("slide the window closed", "close the 
       ("slide the window to close it", "shut the window"))
 
 
-class MetaWorldEnv(gym.Env[dict[str, Any], np.ndarray]):
-    """A Meta-World MT10 task as a gymnasium env in the contract (the same kwargs as :class:`SimEnv`).
-
-    Args:
-        task: a registered Meta-World task name (``metaworld_reach``, ...).
-        obs_mode: ``"rgb"`` renders the chosen cameras; ``"state"`` renders nothing.
-        cameras: cameras to render in ``"rgb"`` mode, a subset of ``("front", "wrist")``.
-        image_size: square image side in pixels.
-        perturbation: only ``"none"``: the perturbation levels exist for the built-in scenes.
-        reward_type: ``"sparse"`` (1 on success), ``"dense"`` (Meta-World's v2 shaped reward
-            divided by its maximum of 10, so in [0, 1]; 1 on success) or ``"potential"`` (the
-            success plus ``potential_gamma * phi(s') - phi(s)`` with phi the dense reward, as
-            :class:`SimEnv`).
-        potential_gamma: the discount of the agent the potential reward is shaped for.
-        terminate_on_success: end the episode (``terminated=True``) when the task succeeds.
-        render_mode: ``"rgb_array"`` makes :meth:`render` return the front camera image.
-    """
+class MetaWorldEnv(ExternalSuiteEnv):
+    """A Meta-World MT10 task as a gymnasium env in the contract (the kwargs of :class:`SimEnv`,
+    see :class:`sims.external.ExternalSuiteEnv`); ``"dense"`` is Meta-World's v2 shaped reward
+    divided by its maximum of 10."""
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+    camera_map = CAMERA_MAP
+    task_base = MetaWorldTask
+    state_dim = STATE_DIM
 
-    def __init__(
-        self,
-        task: str,
-        obs_mode: str = "rgb",
-        cameras: list[str] | tuple[str, ...] | None = None,
-        image_size: int = 64,
-        perturbation: str = "none",
-        reward_type: str = "dense",
-        potential_gamma: float = 0.99,
-        terminate_on_success: bool = True,
-        render_mode: str | None = None,
-    ) -> None:
-        _check_choice("obs_mode", obs_mode, ("rgb", "state"))
-        _check_choice("reward_type", reward_type, REWARD_TYPES)
-        _check_choice("perturbation", perturbation, ("none",))
-        self.cameras = tuple(CAMERA_MAP if cameras is None else cameras)
-        for cam in self.cameras:
-            _check_choice("camera", cam, tuple(CAMERA_MAP))
-        cls = get_task_class(task)
-        if not issubclass(cls, MetaWorldTask):
-            raise TypeError(f"'{task}' is not a Meta-World task; use sims.make_env('{task}')")
+    def __init__(self, task: str, **kwargs: Any) -> None:
+        super().__init__(task, **kwargs)
         metaworld = import_metaworld()
-        self.task = cls()
-        self.obs_mode = obs_mode
-        self.image_size = int(image_size)
-        self.reward_type = reward_type
-        self.potential_gamma = checked_gamma(potential_gamma)
-        self._phi = 0.0
-        self.terminate_on_success = terminate_on_success
-        self.render_mode = render_mode
-        env_dict = metaworld.env_dict
-        mw = env_dict.ALL_V3_ENVIRONMENTS[cls.env_name]()
+        env_dict, name = metaworld.env_dict, self.task.env_name
+        mw = env_dict.ALL_V3_ENVIRONMENTS[name]()
         # What Meta-World's own benchmark builders do, with the goal resampled at every reset
         # from the env's seeded generator instead of picked from a fixed list of 50.
         mw._freeze_rand_vec = False
         mw.seeded_rand_vec = True
         mw._set_task_called = True
-        kwargs = dict(env_dict.MT10_V3_ARGS_KWARGS[cls.env_name]["kwargs"])
-        kwargs.pop("task_id", None)
-        mw._set_task_inner(**kwargs)
+        task_kwargs = dict(env_dict.MT10_V3_ARGS_KWARGS[name]["kwargs"])
+        task_kwargs.pop("task_id", None)
+        mw._set_task_inner(**task_kwargs)
         mw._partially_observable = False  # the MT benchmarks' goal-observable setting
         mw.__dict__.pop("sawyer_observation_space", None)  # a cached_property of the old setting
         mw.max_path_length = 2**31  # the gymnasium TimeLimit truncates, in control steps
         self._mw = mw
-        self._policy_cls = metaworld.policies.ENV_POLICY_MAP[cls.env_name]
+        self._policy_cls = metaworld.policies.ENV_POLICY_MAP[name]
         self._renderers: dict[str, Any] = {}
-        self.observation_space = observation_space(STATE_DIM, self.cameras if obs_mode == "rgb" else (),
-                                                   self.image_size)
-        self.action_space = spaces.Box(-1.0, 1.0, (ARM_ACTION_DIM,), dtype=np.float32)
-        self.instruction = ""
-        self.elapsed_steps = 0
-        self._clipped_total = 0
-        self.lazy_frames = False
-        self.episode_limit: int | None = None  # the TimeLimit's steps; sims.make_env sets it
         self._mw_obs = np.zeros(STATE_DIM)
 
     # -- gymnasium API --
@@ -222,28 +167,18 @@ class MetaWorldEnv(gym.Env[dict[str, Any], np.ndarray]):
         super().reset(seed=seed)
         self._mw.seed(int(self.np_random.integers(2**31)))  # the goal / object sampler
         self._mw_obs, _ = self._mw.reset()
-        shaped = self._mw.evaluate_state(self._mw_obs, np.zeros(4))[0]
-        self._phi = float(np.clip(shaped / 10.0, 0.0, 1.0))  # the potential of the first state
-        templates = self.task.templates
-        self.instruction = templates[int(self.np_random.integers(len(templates)))]
-        self.elapsed_steps = 0
-        self._clipped_total = 0
-        return self._observation(), self._info(0)
+        shaped = self._mw.evaluate_state(self._mw_obs, np.zeros(4))[0] / 10.0
+        info = self._begin_episode(float(np.clip(shaped, 0.0, 1.0)))  # phi of the first state
+        return self._observation(), info
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        a, clipped = checked_action(action)
-        self._clipped_total += clipped
+        a = self._checked(action)
         mw_action = np.append(a[:3], a[6])
         success, shaped = False, 0.0
         for _ in range(SUBSTEPS):
             self._mw_obs, shaped, _, _, info = self._mw.step(mw_action)
             success = success or bool(info["success"])
-        self.elapsed_steps += 1
-        dense = 1.0 if success else float(np.clip(shaped / 10.0, 0.0, 1.0))
-        reward = step_reward(self.reward_type, dense, success, self._phi, self.potential_gamma)
-        self._phi = dense
-        terminated = success and self.terminate_on_success
-        return self._observation(), reward, terminated, False, self._info(clipped, success=success, dense=dense)
+        return self._end_step(success, float(shaped) / 10.0)
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
@@ -257,10 +192,6 @@ class MetaWorldEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._mw.close()
 
     # -- public helpers --
-    @property
-    def max_episode_steps(self) -> int:
-        return self.task.max_episode_steps
-
     def privileged_state(self) -> dict[str, np.ndarray]:
         """Ground truth for experts: Meta-World's raw observation, hand, goal and step count."""
         obs = self._mw_obs
@@ -270,13 +201,6 @@ class MetaWorldEnv(gym.Env[dict[str, Any], np.ndarray]):
     def make_expert(self) -> MetaWorldExpert:
         """Meta-World's own scripted policy for this task, as a contract expert."""
         return MetaWorldExpert(self._policy_cls())
-
-    def set_lazy_frames(self, on: bool) -> None:
-        """Accepted for :class:`SimEnv` parity; every step renders."""
-        self.lazy_frames = bool(on)
-
-    def request_frames(self) -> None:
-        """A no-op: every step renders (see :meth:`set_lazy_frames`)."""
 
     # -- internals --
     def _observation(self) -> dict[str, Any]:
@@ -291,6 +215,3 @@ class MetaWorldEnv(gym.Env[dict[str, Any], np.ndarray]):
             renderer = self._renderers[cam] = _fast_renderer(self._mw.model, self.image_size)
         renderer.update_scene(self._mw.data, camera=CAMERA_MAP[cam])
         return renderer.render()
-
-    def _info(self, clipped: int, success: bool = False, dense: float = 0.0) -> dict[str, Any]:
-        return step_info(self.task.name, clipped, self._clipped_total, self.elapsed_steps, success, dense)
