@@ -6,6 +6,7 @@ and the :class:`SimEnv` parity methods. A suite's env builds its simulator in ``
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -23,6 +24,20 @@ from sims.env import (
 )
 from sims.registry import get_task_class
 from vla_rft.contract import ARM_ACTION_DIM
+
+
+def import_optional(name: str, hint: str, *submodules: str) -> Any:
+    """``import name`` (and ``submodules``), or a :class:`UserInputError` saying ``hint`` (which
+    names the extra to install) when the optional library is missing."""
+    try:
+        module = importlib.import_module(name)
+        for sub in submodules:
+            importlib.import_module(sub)
+    except ImportError as exc:
+        from vla_rft.errors import UserInputError
+
+        raise UserInputError(hint) from exc
+    return module
 
 
 class ExternalSuiteEnv(gym.Env[dict[str, Any], np.ndarray]):

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sims.env import _fast_renderer
-from sims.external import ExternalSuiteEnv
+from sims.external import ExternalSuiteEnv, import_optional
 from sims.registry import register_task
 from vla_rft.contract import ARM_ACTION_DIM, IMAGE_PREFIX, STATE_KEY, TASK_KEY
 
@@ -53,16 +53,8 @@ INSTALL_HINT = (
 
 
 def import_metaworld() -> Any:
-    """``import metaworld``, or a :class:`UserInputError` naming the extra to install."""
-    try:
-        import metaworld
-        import metaworld.env_dict
-        import metaworld.policies
-    except ImportError as exc:
-        from vla_rft.errors import UserInputError
-
-        raise UserInputError(INSTALL_HINT) from exc
-    return metaworld
+    """``import metaworld`` (with its env lists and policies), or an error naming the extra."""
+    return import_optional("metaworld", INSTALL_HINT, "metaworld.env_dict", "metaworld.policies")
 
 
 class MetaWorldTask:
