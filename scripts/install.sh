@@ -3,13 +3,13 @@
 # package with its extras, and robosuite (whose pins pip cannot co-resolve with lerobot).
 #
 #   bash scripts/install.sh            # into the active virtualenv, else a new ./.venv
-#   VLA_RFT_EXTRAS=dev,bench bash scripts/install.sh   # without Ray
+#   VLA_RFT_EXTRAS=dev,bench bash scripts/install.sh   # without Ray and MJX
 #   VLA_RFT_ROBOSUITE=0 bash scripts/install.sh   # skip robosuite (the sim benchmark then omits it)
 #   VLA_RFT_METAWORLD=0 bash scripts/install.sh   # skip Meta-World
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXTRAS="${VLA_RFT_EXTRAS:-dev,bench,ray}"
+EXTRAS="${VLA_RFT_EXTRAS:-dev,bench,ray,mjx}"
 ROBOSUITE="${VLA_RFT_ROBOSUITE:-1}"
 METAWORLD="${VLA_RFT_METAWORLD:-1}"
 
