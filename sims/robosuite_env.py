@@ -324,7 +324,7 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         seeded = np.random.default_rng(int(self.np_random.integers(2**63)))
         self._env.rng.bit_generator.state = seeded.bit_generator.state
         self._raw = self._env.reset()
-        self._phi = float(np.clip(self._env.reward(), 0.0, 1.0))  # the potential of the first state
+        self._phi = float(np.clip(self._env.reward(None), 0.0, 1.0))  # the potential of the first state
         templates = self.task.templates
         self.instruction = templates[int(self.np_random.integers(len(templates)))]
         self.elapsed_steps = 0

@@ -10,9 +10,9 @@ import sims
 from sims.env import STATE_DIM
 from vla_rft.contract import ContractError, validate_observation
 
-# The built-in suite; robosuite's tasks (their own state size, optional extra) are tested in
-# tests/sims/test_robosuite.py.
-BUILTIN = [spec for spec in sims.list_tasks() if spec.family != "robosuite"]
+# The built-in suite; the external suites' tasks (their own state sizes, optional extras) are
+# tested in tests/sims/test_robosuite.py and tests/sims/test_metaworld.py.
+BUILTIN = [spec for spec in sims.list_tasks() if spec.family not in ("robosuite", "metaworld")]
 TASKS = [spec.name for spec in BUILTIN]
 
 
