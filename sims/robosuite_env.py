@@ -70,7 +70,11 @@ INSTALL_HINT = (
 
 
 def import_robosuite() -> Any:
-    """``import robosuite``, or a :class:`UserInputError` naming the extra to install."""
+    """``import robosuite``, or a :class:`UserInputError` naming the extra to install. robosuite's
+    own console log (controller-config and macro-file warnings) goes to the run's warnings.log."""
+    from vla_rft.run import warning_log
+
+    warning_log.capture_logger("robosuite_logs")
     try:
         import robosuite
     except ImportError as exc:

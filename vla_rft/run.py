@@ -124,10 +124,34 @@ class WarningLog:
         if os.environ.get("VLA_RFT_WARNINGS", "") != "show":
             warnings.showwarning = self._show
 
+    def capture_logger(self, name: str) -> None:
+        """Records below ERROR of the library logger ``name`` go to ``warnings.log`` as well (for
+        libraries such as robosuite that log their warnings through a console handler of their
+        own). Call it before the library is imported: it catches its import-time records too."""
+        import logging
+        import os
+
+        if os.environ.get("VLA_RFT_WARNINGS", "") == "show":
+            return
+        logger = logging.getLogger(name)
+        if self._log_record not in logger.filters:
+            logger.addFilter(self._log_record)
+
+    def _log_record(self, record: Any) -> bool:
+        """A logger filter: keep errors on the terminal, write everything else to the log."""
+        import logging
+
+        if record.levelno >= logging.ERROR:
+            return True
+        self._write(f"{record.name} {record.levelname}: {record.getMessage()} ({record.filename}:{record.lineno})\n")
+        return False
+
     def _show(self, message, category, filename, lineno, file=None, line=None) -> None:
         import warnings
 
-        text = warnings.formatwarning(message, category, filename, lineno, line)
+        self._write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    def _write(self, text: str) -> None:
         if self.path is None:
             self.pending.append(text)
             return

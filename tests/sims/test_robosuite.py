@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -167,3 +168,21 @@ def test_potential_reward_telescopes_to_the_dense_one() -> None:
         total += r
     assert 0.0 <= phi0 < 1.0 and total == pytest.approx(info["reward_dense"] - phi0 + float(info["is_success"]))
     env.close()
+
+
+def test_robosuite_logs_go_to_the_run_log_not_the_terminal(tmp_path: Path) -> None:
+    """robosuite's controller-config and macro-file warnings (its own console handler) reach the
+    run's warnings.log; the terminal stays clean. Errors would still print."""
+    log = tmp_path / "warnings.log"
+    code = (
+        "import sims; from vla_rft.run import warning_log;"
+        f"warning_log.attach(__import__('pathlib').Path({str(log)!r}));"
+        "env = sims.make_env('robosuite_lift', obs_mode='state'); env.reset(seed=0); env.close()"
+    )
+    env = {**os.environ, "VLA_RFT_WARNINGS": ""}
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                         cwd=REPO, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "robosuite" not in out.stderr and "robosuite" not in out.stdout
+    text = log.read_text()
+    assert "robosuite_logs WARNING" in text and "controller" in text
