@@ -23,25 +23,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from sims.env import (
-    REWARD_TYPES,
-    _check_choice,
-    checked_action,
-    checked_gamma,
-    observation_space,
-    step_info,
-    step_reward,
-)
 from sims.experts import CLOSED, OPEN, Expert, Phase, Priv, above, pick_phases
-from sims.registry import get_task_class, register_task
+from sims.external import ExternalSuiteEnv, import_optional
+from sims.registry import register_task
 from vla_rft.contract import (
     ACTION_POS_SCALE,
     ACTION_ROT_SCALE,
-    ARM_ACTION_DIM,
     IMAGE_PREFIX,
     STATE_KEY,
     TASK_KEY,
@@ -75,13 +64,7 @@ def import_robosuite() -> Any:
     from vla_rft.run import warning_log
 
     warning_log.capture_logger("robosuite_logs")
-    try:
-        import robosuite
-    except ImportError as exc:
-        from vla_rft.errors import UserInputError
-
-        raise UserInputError(INSTALL_HINT) from exc
-    return robosuite
+    return import_optional("robosuite", INSTALL_HINT)
 
 
 class RobosuiteTask:
@@ -229,55 +212,20 @@ class RobosuiteDoor(RobosuiteTask):
                 "hinge": np.array(data.qpos[self.env.hinge_qpos_addr])}
 
 
-class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
-    """A robosuite task as a gymnasium env in the contract (the same kwargs as :class:`SimEnv`).
-
-    Args:
-        task: a registered robosuite task name (``robosuite_lift``, ...).
-        obs_mode: ``"rgb"`` renders the chosen cameras; ``"state"`` builds no renderer (fast).
-        cameras: cameras to render in ``"rgb"`` mode, a subset of ``("front", "wrist")``.
-        image_size: square image side in pixels.
-        perturbation: only ``"none"``: the perturbation levels exist for the built-in scenes.
-        reward_type: ``"sparse"`` (1 on success), ``"dense"`` (robosuite's shaped reward,
-            normalized by robosuite to [0, 1]; 1 on success) or ``"potential"`` (the success plus
-            ``potential_gamma * phi(s') - phi(s)`` with phi the dense reward, as :class:`SimEnv`).
-        potential_gamma: the discount of the agent the potential reward is shaped for.
-        terminate_on_success: end the episode (``terminated=True``) when the task succeeds.
-        render_mode: ``"rgb_array"`` makes :meth:`render` return the last front camera image.
-    """
+class RobosuiteEnv(ExternalSuiteEnv):
+    """A robosuite task as a gymnasium env in the contract (the kwargs of :class:`SimEnv`, see
+    :class:`sims.external.ExternalSuiteEnv`); ``"dense"`` is robosuite's shaped reward, normalized
+    by robosuite to [0, 1]."""
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": CONTROL_FREQ}
+    camera_map = CAMERA_MAP
+    task_base = RobosuiteTask
+    state_dim = STATE_DIM
 
-    def __init__(
-        self,
-        task: str,
-        obs_mode: str = "rgb",
-        cameras: list[str] | tuple[str, ...] | None = None,
-        image_size: int = 64,
-        perturbation: str = "none",
-        reward_type: str = "dense",
-        potential_gamma: float = 0.99,
-        terminate_on_success: bool = True,
-        render_mode: str | None = None,
-    ) -> None:
-        _check_choice("obs_mode", obs_mode, ("rgb", "state"))
-        _check_choice("reward_type", reward_type, REWARD_TYPES)
-        _check_choice("perturbation", perturbation, ("none",))
-        self.cameras = tuple(CAMERA_MAP if cameras is None else cameras)
-        for cam in self.cameras:
-            _check_choice("camera", cam, tuple(CAMERA_MAP))
-        cls = get_task_class(task)
-        if not issubclass(cls, RobosuiteTask):
-            raise TypeError(f"'{task}' is not a robosuite task; use sims.make_env('{task}')")
-        self.task = cls()
-        self.obs_mode = obs_mode
-        self.image_size = int(image_size)
-        self.reward_type = reward_type
-        self.potential_gamma = checked_gamma(potential_gamma)
-        self._phi = 0.0
-        self.terminate_on_success = terminate_on_success
-        self.render_mode = render_mode
-        self._rgb = obs_mode == "rgb"
+    def __init__(self, task: str, **kwargs: Any) -> None:
+        super().__init__(task, **kwargs)
+        cls = type(self.task)
+        self._rgb = self.obs_mode == "rgb"
         robosuite = import_robosuite()
         controller = robosuite.load_composite_controller_config(controller="BASIC", robot="Panda")
         arm = controller["body_parts"]["right"]
@@ -295,7 +243,7 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
             reward_scale=1.0,
             use_object_obs=False,
             has_renderer=False,
-            has_offscreen_renderer=self._rgb or render_mode == "rgb_array",
+            has_offscreen_renderer=self._rgb or self.render_mode == "rgb_array",
             use_camera_obs=self._rgb,
             camera_names=[CAMERA_MAP[c] for c in self.cameras] if self._rgb else "agentview",
             camera_heights=self.image_size,
@@ -309,13 +257,6 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         joints = [model.joint_name2id(j) for j in self._gripper.joints]
         self._finger_qpos = [model.jnt_qposadr[j] for j in joints]
         self._max_opening = float(model.jnt_range[joints[0], 1] - model.jnt_range[joints[1], 0])
-        self.observation_space = observation_space(STATE_DIM, self.cameras if self._rgb else (), self.image_size)
-        self.action_space = spaces.Box(-1.0, 1.0, (ARM_ACTION_DIM,), dtype=np.float32)
-        self.instruction = ""
-        self.elapsed_steps = 0
-        self._clipped_total = 0
-        self.lazy_frames = False
-        self.episode_limit: int | None = None  # the TimeLimit's steps; sims.make_env sets it
         self._raw: dict[str, Any] = {}
 
     # -- gymnasium API --
@@ -328,28 +269,17 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         seeded = np.random.default_rng(int(self.np_random.integers(2**63)))
         self._env.rng.bit_generator.state = seeded.bit_generator.state
         self._raw = self._env.reset()
-        self._phi = float(np.clip(self._env.reward(None), 0.0, 1.0))  # the potential of the first state
-        templates = self.task.templates
-        self.instruction = templates[int(self.np_random.integers(len(templates)))]
-        self.elapsed_steps = 0
-        self._clipped_total = 0
-        return self._observation(), self._info(0)
+        info = self._begin_episode(float(np.clip(self._env.reward(None), 0.0, 1.0)))  # phi of the first state
+        return self._observation(), info
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        a, clipped = checked_action(action)
-        self._clipped_total += clipped
+        a = self._checked(action)
         # The Panda gripper integrates sign(command) at 0.2 per step; set its target directly
         # instead (the contract's command is absolute) and send 0, which leaves it unchanged.
         self._gripper.current_action = np.array([-a[6], a[6]], dtype=float)
         delta = np.concatenate((a[:3] * ACTION_POS_SCALE, a[3:6] * ACTION_ROT_SCALE))
         self._raw, shaped, _, _ = self._env.step(np.append(delta / self._input_scale, 0.0))
-        self.elapsed_steps += 1
-        success = bool(self._env._check_success())
-        dense = 1.0 if success else float(np.clip(shaped, 0.0, 1.0))
-        reward = step_reward(self.reward_type, dense, success, self._phi, self.potential_gamma)
-        self._phi = dense
-        terminated = success and self.terminate_on_success
-        return self._observation(), reward, terminated, False, self._info(clipped, success=success, dense=dense)
+        return self._end_step(bool(self._env._check_success()), float(shaped))
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
@@ -363,10 +293,6 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._env.close()
 
     # -- public helpers --
-    @property
-    def max_episode_steps(self) -> int:
-        return self.task.max_episode_steps
-
     def privileged_state(self) -> dict[str, np.ndarray]:
         """Ground truth for experts: gripper pose and closure, step count, task objects."""
         priv = self.task.privileged_state()
@@ -376,14 +302,6 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
         priv["gripper"] = np.array(float(state[7]))
         priv["step"] = np.array(self.elapsed_steps)
         return priv
-
-    def set_lazy_frames(self, on: bool) -> None:
-        """Accepted for :class:`SimEnv` parity; robosuite renders its camera observables on
-        every step, so frames are always fresh."""
-        self.lazy_frames = bool(on)
-
-    def request_frames(self) -> None:
-        """A no-op: every step renders (see :meth:`set_lazy_frames`)."""
 
     # -- internals --
     def _state(self) -> np.ndarray:
@@ -405,9 +323,6 @@ class RobosuiteEnv(gym.Env[dict[str, Any], np.ndarray]):
     def _image(self, cam: str) -> np.ndarray:
         """The camera observable, flipped upright (robosuite renders in OpenGL's convention)."""
         return np.ascontiguousarray(self._raw[CAMERA_MAP[cam] + "_image"][::-1])
-
-    def _info(self, clipped: int, success: bool = False, dense: float = 0.0) -> dict[str, Any]:
-        return step_info(self.task.name, clipped, self._clipped_total, self.elapsed_steps, success, dense)
 
 
 def _osc_input_scale(arm: dict[str, Any]) -> np.ndarray:
