@@ -102,6 +102,7 @@ def make_source(name: str, spec: SourceSpec) -> RolloutSource:
 
 def _register_builtins() -> None:
     import vla_rft.sources.fake
+    import vla_rft.sources.mjx_source  # jax is imported when an mjx source is built, not here
     import vla_rft.sources.ray_source
     import vla_rft.sources.vector  # noqa: F401
     import world_models.source  # noqa: F401  (the imagined env)

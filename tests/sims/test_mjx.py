@@ -1,0 +1,190 @@
+"""The MJX backend (sims/mjx_env.py, --source mjx): physics agreement with the C backend from the
+same initial states, the chunk-step contract, seeding, auto-reset, the scripted expert's actions
+succeeding through MJX, and the missing-extra error. Compiling on CPU takes ~1-2 min per task,
+so each task's source is built once per module (small batch) and the persistent JAX cache is on."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco.mjx")
+import jax
+
+from sims.env import SimEnv
+from sims.mjx_env import MjxTask, c_reset_states, check_task
+from vla_rft.contract import STATE_KEY, ContractError
+from vla_rft.errors import UserInputError
+from vla_rft.sources import SourceSpec, make_source
+from vla_rft.sources.mjx_source import MjxSource, jax_to_torch, torch_to_jax
+
+jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/vla_rft/jax"))
+N, H = 4, 4
+SEEDS = [0, 1, 2, 3]
+# Agreement tolerances over 48 control steps (4.8 s, 2400 substeps) from the same states, float32
+# CG (MJX) against float64 Newton (C); measured errors are ~100x smaller (docs/mjx.md).
+REACH_JOINT_TOL = 1e-3  # rad
+REACH_EE_TOL = 1e-3  # m
+
+
+@pytest.fixture(scope="module")
+def reach():
+    return MjxSource("reach_target", N, H, cameras=["front"], image_size=8, env={"reward_type": "potential"})
+
+
+def _random_actions(steps: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(-1, 1, (N, steps, 7)) * [1, 1, 1, 0.3, 0.3, 0.3, 1]).astype(np.float32)
+
+
+def _c_envs(task: str) -> list[SimEnv]:
+    envs = [SimEnv(task, obs_mode="state") for _ in SEEDS]
+    for env, seed in zip(envs, SEEDS, strict=True):
+        env.reset(seed=seed)
+    return envs
+
+
+def _expert_actions(task: str, steps: int) -> tuple[np.ndarray, list[int]]:
+    """The scripted expert's actions from each seed's C reset, and the step each C episode succeeded."""
+    actions, success_at = np.zeros((N, steps, 7), np.float32), []
+    for i, env in enumerate(_c_envs(task)):
+        expert, done_at = env.task.make_expert(), -1
+        for t in range(steps):
+            actions[i, t] = expert(env.privileged_state())
+            _, _, term, _, _ = env.step(actions[i, t])
+            if term:
+                done_at = t
+                break
+        success_at.append(done_at)
+    return actions, success_at
+
+
+def test_reach_physics_tracks_the_c_backend_from_the_same_states(reach):
+    """Same initial states (C resets), same 48 actions: joints and EE stay within the tolerance."""
+    obs = reach.reset_to(c_reset_states("reach_target", SEEDS), SEEDS)
+    envs = _c_envs("reach_target")
+    c0 = np.stack([e._observation()[STATE_KEY] for e in envs])
+    np.testing.assert_allclose(obs[STATE_KEY][:, :14], c0, atol=1e-5)
+    actions = _random_actions(48)
+    worst_joint = worst_ee = 0.0
+    for k in range(0, 48, H):
+        out = reach.step(actions[:, k:k + H])
+        assert out.executed.all() and not out.done.any()  # no episode ends in this horizon
+        c = np.stack([[e.step(a) for a in actions[i, k:k + H]][-1][0][STATE_KEY] for i, e in enumerate(envs)])
+        m = out.obs[STATE_KEY]
+        worst_joint = max(worst_joint, float(np.abs(m[:, :6] - c[:, :6]).max()))
+        worst_ee = max(worst_ee, float(np.linalg.norm(m[:, 7:10] - c[:, 7:10], axis=1).max()))
+    assert worst_joint < REACH_JOINT_TOL and worst_ee < REACH_EE_TOL, (worst_joint, worst_ee)
+    assert np.abs(m[:, 7:10] - c0[:, 7:10]).max() > 0.05  # the arm really moved
+
+
+def test_reach_expert_actions_replayed_through_mjx_succeed_on_the_same_step(reach):
+    actions, success_at = _expert_actions("reach_target", 60)
+    assert min(success_at) >= 0  # the C expert solves every seed
+    reach.reset_to(c_reset_states("reach_target", SEEDS), SEEDS)
+    ended_at = np.full(N, -1)
+    for k in range(0, 60, H):
+        out = reach.step(actions[:, k:k + H])
+        executed = out.executed.sum(axis=1)
+        assert (out.executed == (np.arange(H)[None] < executed[:, None])).all()  # a prefix
+        for i in np.flatnonzero(out.terminated & (ended_at < 0)):
+            assert out.success[i] and i in out.final_obs
+            ended_at[i] = k + executed[i] - 1
+        if (ended_at >= 0).all():
+            break
+    np.testing.assert_array_equal(ended_at, success_at)
+
+
+def test_chunk_step_contract_truncation_and_auto_reset(reach):
+    first = reach.reset(SEEDS)
+    assert first[STATE_KEY].shape == (N, 17) and first[STATE_KEY].dtype == np.float32
+    assert first["observation.images.front"].shape == (N, 8, 8, 3) and len(first["task"]) == N
+    still = np.zeros((N, H, 7), np.float32)
+    still[..., 6] = -1.0
+    for k in range(15):  # 15 chunks of 4 = the 60-step time limit
+        out = reach.step(still)
+        assert out.rewards.shape == (N, H) and out.rewards.dtype == np.float64
+        assert out.executed.shape == (N, H) and out.executed.dtype == bool
+        if k < 14:
+            assert not out.done.any()
+    assert out.truncated.all() and not out.terminated.any() and sorted(out.final_obs) == list(range(N))
+    final = np.concatenate([out.final_obs[i][STATE_KEY] for i in range(N)])
+    np.testing.assert_allclose(final[:, 14:17], first[STATE_KEY][:, 14:17])  # the ended episode's target
+    assert not np.allclose(out.obs[STATE_KEY][:, 14:17], first[STATE_KEY][:, 14:17])  # a new episode
+    assert np.abs(out.obs[STATE_KEY][:, :6] - first[STATE_KEY][:, :6]).max() < 0.05  # back near home
+
+
+def test_seeded_resets_repeat_and_differ_across_seeds(reach):
+    a = reach.reset(SEEDS)[STATE_KEY]
+    step_a = reach.step(_random_actions(H)).rewards
+    b = reach.reset(SEEDS)[STATE_KEY]
+    step_b = reach.step(_random_actions(H)).rewards
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(step_a, step_b)
+    c = reach.reset([10, 11, 12, 13])[STATE_KEY]
+    assert not np.allclose(a[:, 14:17], c[:, 14:17])
+    targets = reach.reset(list(range(N)))[STATE_KEY][:, 14:17]
+    assert (targets >= [0.30, -0.25, 0.05]).all() and (targets <= [0.65, 0.25, 0.30]).all()
+
+
+def test_torch_chunks_through_dlpack_and_bad_chunks(reach):
+    torch = pytest.importorskip("torch")
+    reach.reset(SEEDS)
+    t = torch.zeros(N, H, 7)
+    j = torch_to_jax(t)
+    assert jax_to_torch(j).data_ptr() == t.data_ptr()  # zero-copy both ways on CPU
+    out = reach.step(t)
+    assert out.executed.all()
+    with pytest.raises(ContractError):
+        reach.step(np.full((N, H, 7), np.nan, np.float32))
+    with pytest.raises(ContractError):
+        reach.step(np.zeros((N, H + 1, 7), np.float32))
+
+
+def test_make_source_builds_mjx_from_a_finetune_spec():
+    spec = SourceSpec("reach_target", N, H, env_kwargs={"obs_mode": "rgb", "cameras": ["front"], "image_size": 8,
+                                                        "reward_type": "potential", "perturbation": "none"})
+    src = make_source("mjx", spec)
+    assert isinstance(src, MjxSource) and src.env.reward_type == "potential" and src.cameras == ["front"]
+    with pytest.raises(UserInputError, match="perturbation"):
+        make_source("mjx", SourceSpec("reach_target", N, H, env_kwargs={"perturbation": "visual"}))
+    with pytest.raises(UserInputError, match="no MJX port"):
+        check_task("press_button")
+
+
+def test_missing_jax_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax", None)  # import jax raises ImportError
+    monkeypatch.delitem(sys.modules, "sims.mjx_env")
+    with pytest.raises(UserInputError, match=r"pip install 'vla-rft\[mjx\]'"):
+        importlib.import_module("sims.mjx_env")
+    with pytest.raises(UserInputError, match=r"vla-rft\[mjx\]"):
+        make_source("mjx", SourceSpec("reach_target", 2, 2))
+
+
+@pytest.mark.slow
+def test_push_contact_physics_and_expert_success_through_mjx():
+    """The contact task: the C expert's actions replayed open loop from the same states push the
+    cube onto the goal in MJX too, and the cube tracks the C cube while being pushed."""
+    push = MjxTask("push_cube", terminate_on_success=False)
+    states = c_reset_states("push_cube", SEEDS)
+    actions, success_at = _expert_actions("push_cube", 100)
+    assert min(success_at) >= 0
+    envs = _c_envs("push_cube")
+    keys = jax.vmap(jax.random.PRNGKey)(np.arange(N, dtype=np.uint32))
+    s = push.reset_to(states["qpos"], states["mocap_pos"], states["mocap_quat"], keys)
+    cube_err, succeeded = 0.0, np.zeros(N, bool)
+    for k in range(max(success_at) + 1):
+        s, out = push.step_chunk(s, actions[:, k:k + 1])
+        succeeded |= np.asarray(out.success)
+        m = np.asarray(push.observe(s))
+        for i, env in enumerate(envs):
+            if k <= success_at[i]:
+                env.step(actions[i, k])
+                cube = env.physics.data.qpos[env.task.cube.adr:env.task.cube.adr + 3]
+                cube_err = max(cube_err, float(np.linalg.norm(m[i, 14:17] - cube)))
+    assert succeeded.all()
+    assert cube_err < 0.02, cube_err  # 2 cm over a whole push (contact makes errors grow; docs/mjx.md)
