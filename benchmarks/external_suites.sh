@@ -8,9 +8,10 @@
 # 4. PPO (ppo_tiny) for $MINUTES minutes, 5. evaluation of the `last` checkpoint on the same
 # episodes. Evaluation seeds (100000+) are disjoint from the collection seeds (0..N-1).
 # Environment overrides: MINUTES, EPISODES (evaluation), STEPS (pretraining), SEED (PPO), NUM_ENVS,
-# ROLLOUT_LEN (chunks per env per PPO iteration). robosuite steps at about 12 per second with two
-# cameras on one core, so its PPO iterations are smaller (8 envs x 5 chunks) and its evaluation
-# shorter (50 episodes).
+# ROLLOUT_LEN (chunks per env per PPO iteration; the default covers one episode of the task:
+# every iteration resets the envs, so a shorter window never collects the steps past it).
+# robosuite steps at about 12 per second with two cameras on one core, so its PPO iterations have
+# fewer envs (8) and its evaluation is shorter (50 episodes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUITE="${1:?usage: external_suites.sh robosuite|metaworld}"
@@ -20,9 +21,9 @@ STEPS="${STEPS:-2000}"
 SEED="${SEED:-0}"
 case "$SUITE" in
   robosuite) TARGET=robosuite_lift; TASKS="robosuite_lift"; DEMOS=60
-             NUM_ENVS="${NUM_ENVS:-8}"; ROLLOUT_LEN="${ROLLOUT_LEN:-5}"; EPISODES="${EPISODES:-50}" ;;
+             NUM_ENVS="${NUM_ENVS:-8}"; ROLLOUT_LEN="${ROLLOUT_LEN:-13}"; EPISODES="${EPISODES:-50}" ;;
   metaworld) TARGET=metaworld_push; DEMOS=40
-             NUM_ENVS="${NUM_ENVS:-16}"; ROLLOUT_LEN="${ROLLOUT_LEN:-10}"; EPISODES="${EPISODES:-100}"
+             NUM_ENVS="${NUM_ENVS:-16}"; ROLLOUT_LEN="${ROLLOUT_LEN:-16}"; EPISODES="${EPISODES:-100}"
              TASKS="metaworld_push metaworld_reach metaworld_drawer_open metaworld_button_press_topdown" ;;
   *) echo "unknown suite '$SUITE' (robosuite | metaworld)" >&2; exit 2 ;;
 esac

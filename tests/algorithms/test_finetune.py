@@ -222,6 +222,37 @@ def test_a_newly_registered_source_fine_tunes_without_touching_the_trainer(tmp_p
         train(_fake_cfg(tmp_path, "bad", source="nope"))
 
 
+def test_rollout_success_counts_episodes_cut_by_the_window(tmp_path):
+    """With episodes longer than the collection window only fast successes end inside it, so the
+    success of the ended episodes reads 1.0; the first-episode success counts a cut episode as a
+    failure, and the cut fraction says how many were cut. With short episodes nothing is cut."""
+    train(_fake_cfg(tmp_path, "long", time_limit=10_000, iterations=2))
+    rows = _metrics(tmp_path / "long")
+    assert any(r["rollout/first_episode_cut"] > 0 for r in rows)
+    for r in rows:
+        assert r["rollout/first_episode_success"] == pytest.approx(1.0 - r["rollout/first_episode_cut"])
+        if r["rollout/episodes"] > 0:
+            assert r["rollout/success_rate"] == 1.0  # the biased figure: only successes end early
+    train(_fake_cfg(tmp_path, "short", time_limit=2, iterations=2))
+    rows = _metrics(tmp_path / "short")
+    assert all(r["rollout/first_episode_cut"] == 0.0 for r in rows)
+
+
+def test_a_rollout_window_shorter_than_the_episodes_is_said(capsys):
+    """PPO with a window shorter than the task's episodes says so in one line, naming the
+    --rollout_len that covers one; a window that covers the episode says nothing."""
+    from types import SimpleNamespace
+
+    from vla_rft.commands.finetune import _check_rollout_window
+
+    policy = SimpleNamespace(spec=SimpleNamespace(chunk_size=8))
+    _check_rollout_window(FinetuneConfig(task="pick_cube", rollout_len=5), policy)  # 80-step episodes
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--rollout_len 5 (40 steps)" in err and "--rollout_len 10 covers" in err
+    _check_rollout_window(FinetuneConfig(task="pick_cube", rollout_len=10), policy)
+    assert capsys.readouterr().err == ""
+
+
 def test_the_learning_rate_schedule_follows_the_wall_clock_budget(tmp_path):
     """With --minutes the schedule's progress is the time fraction when that is larger: a run cut
     by its budget ends near the bottom of its cosine whatever the machine's speed."""

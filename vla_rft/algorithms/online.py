@@ -16,7 +16,7 @@ import numpy as np
 
 from vla_rft.algorithms.grpo import GRPO, group_seeds
 from vla_rft.algorithms.losses import subsample_obs
-from vla_rft.algorithms.rollout import ChunkCollector, ChunkRollout, flat_obs
+from vla_rft.algorithms.rollout import ChunkCollector, ChunkRollout, first_episode_success, flat_obs
 
 
 def iteration_seeds(base_seed: int, iteration: int, num_envs: int) -> list[int]:
@@ -67,6 +67,13 @@ class OnlineRL:
     def batch_metrics(self, rollout: ChunkRollout, seconds: float) -> dict[str, float]:
         eps = rollout.episodes
         out = {"rollout/episodes": float(len(eps)), "rollout/env_steps_per_s": rollout.env_steps / max(seconds, 1e-9)}
+        # Each env's first episode of the window, success or not (one still running when the
+        # window closes counts as a failure): unbiased where the episode limit exceeds the window,
+        # unlike the success of the episodes that ended (only fast successes end early).
+        n = rollout.shape[1]
+        ended = {e["env"] for e in eps}
+        out["rollout/first_episode_success"] = float(first_episode_success(rollout).mean())
+        out["rollout/first_episode_cut"] = float(1.0 - len(ended) / n)
         if eps:
             out["rollout/success_rate"] = float(np.mean([e["success"] for e in eps]))
             out["rollout/return"] = float(np.mean([e["return"] for e in eps]))

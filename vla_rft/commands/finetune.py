@@ -161,13 +161,30 @@ def source_spec(cfg: FinetuneConfig, policy: Any) -> Any:
     return SourceSpec(str(cfg.task), _num_envs(cfg), int(spec.chunk_size), cfg.vector, kwargs, cfg.ray_workers, options)
 
 
-def _max_chunks(cfg: FinetuneConfig, policy: Any) -> int:
-    """GRPO rollout cap: enough chunks to cover the task's time limit."""
+def _episode_chunks(cfg: FinetuneConfig, policy: Any) -> int:
+    """Chunks that cover one episode of the task's time limit (0 for a task sims does not list)."""
     import sims
 
     tasks = {t.name: t.max_episode_steps for t in sims.list_tasks()}
     limit = cfg.time_limit or tasks.get(str(cfg.task), 0)
-    return max(cfg.grpo.max_chunks, math.ceil(limit / policy.spec.chunk_size))
+    return math.ceil(limit / policy.spec.chunk_size)
+
+
+def _max_chunks(cfg: FinetuneConfig, policy: Any) -> int:
+    """GRPO rollout cap: enough chunks to cover the task's time limit."""
+    return max(cfg.grpo.max_chunks, _episode_chunks(cfg, policy))
+
+
+def _check_rollout_window(cfg: FinetuneConfig, policy: Any) -> None:
+    """Say so (one line) when PPO's window is shorter than an episode: every iteration resets the
+    envs, so the steps past the window are never collected (the cut is bootstrapped by the critic)."""
+    need = _episode_chunks(cfg, policy)
+    if cfg.rollout_len < need:
+        h = int(policy.spec.chunk_size)
+        print(f"finetune: note: --rollout_len {cfg.rollout_len} ({cfg.rollout_len * h} steps) is shorter than "
+              f"{cfg.task}'s episodes ({need * h} steps in chunks of {h}); episodes are cut at the window "
+              f"(rollout/first_episode_cut says how many); --rollout_len {need} covers one episode",
+              file=sys.stderr)
 
 
 def _load_policies(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> tuple[Any, Any, Any]:
@@ -213,6 +230,8 @@ def build_algorithm(cfg: FinetuneConfig, policy: Any, reference: Any, rng: Any, 
         return ChunkedTD(policy, windows, cfg.chunked_td, rng, all_terms, cfg.seed, source=source,
                          offline_iterations=cfg.iterations, rollout_len=cfg.rollout_len)
     cls, algo_cfg = (PPO, cfg.ppo) if cfg.algo == "ppo" else (GRPO, cfg.grpo)
+    if cfg.algo == "ppo" and cfg.source != "world-model":
+        _check_rollout_window(cfg, policy)
     learner = cls(policy, reference, algo_cfg, cfg.optim, cfg.iterations, all_terms)
     if cfg.algo == "grpo":
         cfg.grpo.max_chunks = _max_chunks(cfg, policy)
