@@ -37,7 +37,7 @@ BC="$SUITE-bc"
 [ -f "runs/$BC/checkpoints/last/meta.json" ] || "$VLA" pretrain --config tiny_kp_4task --datasets "[${DATA#,}]" \
   --steps "$STEPS" --save_every 500 --logging.name "$BC" --json
 EVAL=(--tasks "[$TARGET]" --episodes "$EPISODES" --seed 100000 --num_envs 10 --json)
-"$VLA" eval --policy "runs/$BC/checkpoints/last" "${EVAL[@]}" --logging.name "$BC-eval"
+[ -f "runs/$BC-eval/summary.json" ] || "$VLA" eval --policy "runs/$BC/checkpoints/last" "${EVAL[@]}" --logging.name "$BC-eval"
 FT="$SUITE-ppo-s$SEED"
 "$VLA" finetune --config ppo_tiny --policy "runs/$BC/checkpoints/last" --task "$TARGET" --minutes "$MINUTES" \
   --num_envs "$NUM_ENVS" --rollout_len "$ROLLOUT_LEN" --eval_episodes 0 --seed "$SEED" --logging.name "$FT"

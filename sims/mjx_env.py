@@ -199,12 +199,32 @@ def check_task(task: str) -> None:
         raise UserInputError(f"task '{task}' has no MJX port; ported: {', '.join(PORTED_TASKS)} (docs/mjx.md)")
 
 
+def task_state_dim(task: str) -> int:
+    """The length of a ported task's ``observation.state`` (proprioception + object state)."""
+    check_task(task)
+    return PROPRIO_DIM + _TASKS[task][2]
+
+
 def build_physics(task: str) -> Physics:
     """The task's C model exactly as :class:`sims.env.SimEnv` builds it (scene, task bodies, distractors)."""
     scene = SceneBuilder()
     get_task_class(task)().build(scene)
     add_distractors(scene)
     return Physics(scene.to_xml())
+
+
+def enable_compilation_cache(path: str | None = None) -> str | None:
+    """Turn on JAX's persistent compilation cache (compiling a task takes ~1 min on CPU; a cached
+    program loads in seconds, across processes). ``path`` defaults to ``$VLA_RFT_JAX_CACHE`` or
+    ``~/.cache/vla_rft/jax``; ``VLA_RFT_JAX_CACHE=0`` leaves JAX's setting alone. Process-wide."""
+    import os
+
+    path = path or os.environ.get("VLA_RFT_JAX_CACHE") or os.path.expanduser("~/.cache/vla_rft/jax")
+    if path == "0":
+        return None
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", path)
+    return jax.config.jax_compilation_cache_dir
 
 
 def default_batching() -> str:
@@ -244,8 +264,8 @@ class MjxTask:
         if solver == "cg":
             m.opt.solver = mujoco.mjtSolver.mjSOL_CG
         self.layout = _layout(self.physics, ArmController(m, self.physics.arm))
-        self._sample, self._eval, extra = _TASKS[task]
-        self.state_dim = PROPRIO_DIM + extra
+        self._sample, self._eval, _ = _TASKS[task]
+        self.state_dim = task_state_dim(task)
         self.model = mjx.put_model(m)
         mujoco.mj_resetData(m, self.physics.data)
         self._template = mjx.put_data(m, self.physics.data)
@@ -387,4 +407,4 @@ def c_reset_states(task: str, seeds: list[int]) -> dict[str, np.ndarray]:
 
 
 __all__ = ["MJX_HINT", "PORTED_TASKS", "EnvState", "MjxTask", "StepOut", "c_reset_states",
-           "check_task", "default_batching", "instruction"]
+           "check_task", "default_batching", "enable_compilation_cache", "instruction", "task_state_dim"]

@@ -6,7 +6,6 @@ so each task's source is built once per module (small batch) and the persistent 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import numpy as np
@@ -16,13 +15,13 @@ pytest.importorskip("mujoco.mjx")
 import jax
 
 from sims.env import SimEnv
-from sims.mjx_env import MjxTask, c_reset_states, check_task
+from sims.mjx_env import MjxTask, c_reset_states, check_task, enable_compilation_cache
 from vla_rft.contract import STATE_KEY, ContractError
 from vla_rft.errors import UserInputError
 from vla_rft.sources import SourceSpec, make_source
 from vla_rft.sources.mjx_source import MjxSource, jax_to_torch, torch_to_jax
 
-jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/vla_rft/jax"))
+enable_compilation_cache()
 N, H = 4, 4
 SEEDS = [0, 1, 2, 3]
 # Agreement tolerances over 48 control steps (4.8 s, 2400 substeps) from the same states, float32

@@ -8,6 +8,9 @@ contract: ``observation.state`` (N, S) float32 with the task's object state appe
 black ``observation.images.<cam>`` (the fake source's convention: a state-based task has no
 pictures, so the policy must read the state).
 
+Compiled programs go to JAX's persistent cache (:func:`sims.mjx_env.enable_compilation_cache`;
+``VLA_RFT_JAX_CACHE=0`` turns that off), so a second run of the same task and batch starts fast.
+
 Reset seeds: env i starts from ``jax.random.PRNGKey(seeds[i])``; later episodes of that env draw
 from its key, so a run is a function of the seeds only (tested).
 """
@@ -52,9 +55,10 @@ class MjxSource:
 
     def __init__(self, task: str, num_envs: int, chunk_size: int, *, cameras: Sequence[str] = (),
                  image_size: int = 64, env: dict[str, Any] | None = None) -> None:
-        from sims.mjx_env import MjxTask, instruction, jax
+        from sims.mjx_env import MjxTask, enable_compilation_cache, instruction, jax
 
         self._jax = jax
+        enable_compilation_cache()
         self.env = MjxTask(task, **(env or {}))
         self.num_envs, self.chunk_size = int(num_envs), int(chunk_size)
         self.cameras, self.image_size = list(cameras), int(image_size)
