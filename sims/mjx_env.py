@@ -48,7 +48,7 @@ from sims.perturbations import NOMINAL_JOINT_NOISE, add_distractors
 from sims.registry import get_task_class
 from sims.scene import SUBSTEPS, Physics, SceneBuilder
 from sims.tasks.push import CUBE_HALF, FINGER_HALF, PUSH_DIST
-from vla_rft.contract import ACTION_POS_SCALE, ACTION_ROT_SCALE
+from vla_rft.contract import ACTION_POS_SCALE, ACTION_ROT_SCALE, STATE_KEY
 
 MJX_HINT = "the MJX backend needs jax and mujoco-mjx: pip install 'vla-rft[mjx]'"
 jax = import_optional("jax", MJX_HINT, "jax.numpy", "mujoco.mjx")
@@ -406,5 +406,87 @@ def c_reset_states(task: str, seeds: list[int]) -> dict[str, np.ndarray]:
             for i, k in enumerate(("qpos", "mocap_pos", "mocap_quat"))}
 
 
-__all__ = ["MJX_HINT", "PORTED_TASKS", "EnvState", "MjxTask", "StepOut", "c_reset_states",
-           "check_task", "default_batching", "enable_compilation_cache", "instruction", "task_state_dim"]
+def _c_task_obs(env: Any) -> np.ndarray:
+    """The MJX observation's object-state entries, read from a C env's privileged state."""
+    priv = env.privileged_state()
+    return priv["target"] if "target" in priv else np.concatenate([priv["cube"], priv["goal"][:2]])
+
+
+def c_expert_actions(task: str, seeds: list[int], steps: int) -> tuple[np.ndarray, list[int]]:
+    """The scripted expert's actions (N, steps, 7) from each seed's C reset (zeros after the
+    episode ends), and the step each C episode succeeded on (-1 if it did not)."""
+    from sims.env import SimEnv
+
+    actions, success_at = np.zeros((len(seeds), steps, 7), np.float32), []
+    for i, seed in enumerate(seeds):
+        env = SimEnv(task, obs_mode="state")
+        env.reset(seed=int(seed))
+        expert, done_at = env.task.make_expert(), -1
+        for t in range(steps):
+            actions[i, t] = expert(env.privileged_state())
+            if env.step(actions[i, t])[2]:
+                done_at = t
+                break
+        success_at.append(done_at)
+        env.close()
+    return actions, success_at
+
+
+def c_agreement(mt: MjxTask, seeds: list[int], actions: np.ndarray, chunk: int) -> dict[str, Any]:
+    """Step C envs (``SimEnv`` reset with ``seeds``) and ``mt`` (``reset_to`` their states) with
+    the same ``actions`` (N, T, 7), ``chunk`` actions per MJX call (``mt.step_chunk`` compiled
+    for it). At every chunk end, while neither backend's episode has ended: the worst joint
+    error (rad), EE position error (m) and object-state error (m) over the envs; and which
+    envs succeeded in each backend."""
+    from sims.env import SimEnv
+
+    n, steps = actions.shape[:2]
+    envs = [SimEnv(mt.task, obs_mode="state", terminate_on_success=mt.terminate_on_success,
+                   reward_type=mt.reward_type) for _ in seeds]
+    for env, seed in zip(envs, seeds, strict=True):
+        env.reset(seed=int(seed))
+    st = c_reset_states(mt.task, seeds)
+    keys = jax.vmap(jax.random.PRNGKey)(np.asarray(seeds, np.uint32))
+    s = mt.reset_to(st["qpos"], st["mocap_pos"], st["mocap_quat"], keys)
+    alive, c_success, m_success = np.ones(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+    errors: dict[str, list[float]] = {"joint": [], "ee": [], "object": []}
+    for k in range(0, steps, chunk):
+        s, out = mt.step_chunk(s, jax.device_put(actions[:, k:k + chunk], jax.devices()[0]))  # as MjxSource places it
+        m = np.asarray(mt.observe(s))
+        m_success |= np.asarray(out.success) & alive
+        c = np.zeros_like(m)
+        for i, env in enumerate(envs):
+            for a in actions[i, k:k + chunk] if alive[i] else ():
+                _, _, term, trunc, info = env.step(a)
+                c_success[i] |= bool(info["is_success"])
+                if term or trunc:
+                    alive[i] = False
+                    break
+            c[i] = np.concatenate([env._observation()[STATE_KEY], _c_task_obs(env)])
+        alive &= ~np.asarray(out.terminated | out.truncated)
+        if not alive.any():
+            break
+        rows = np.flatnonzero(alive)
+        errors["joint"].append(float(np.abs(m[rows, :6] - c[rows, :6]).max()))
+        errors["ee"].append(float(np.linalg.norm(m[rows, 7:10] - c[rows, 7:10], axis=1).max()))
+        errors["object"].append(float(np.abs(m[rows, 14:] - c[rows, 14:]).max()))
+    for env in envs:
+        env.close()
+    return {**{k: np.asarray(v) for k, v in errors.items()}, "c_success": c_success, "mjx_success": m_success}
+
+
+__all__ = [
+    "MJX_HINT",
+    "PORTED_TASKS",
+    "EnvState",
+    "MjxTask",
+    "StepOut",
+    "c_agreement",
+    "c_expert_actions",
+    "c_reset_states",
+    "check_task",
+    "default_batching",
+    "enable_compilation_cache",
+    "instruction",
+    "task_state_dim",
+]
