@@ -91,7 +91,7 @@ class FinetuneConfig(TrainRunOptions):
     retain_episodes: int | None = None
     """Episodes per retention task and evaluation (default eval_episodes)."""
     source: str = "sim"
-    """Rollout source, sim (MuJoCo vector env in this process, see --vector), ray (the envs split over Ray actors), world-model (imagined envs in --world_model, success-head reward), fake (a numpy toy task for tests) or any name registered with vla_rft.sources.register_source."""
+    """Rollout source, sim (MuJoCo vector env in this process, see --vector), ray (the envs split over Ray actors), world-model (imagined envs in --world_model, success-head reward), fake (a numpy toy task for tests), mjx (state-based reach_target / push_cube on MuJoCo MJX, extra mjx, docs/mjx.md; use --eval_episodes 0) or any name registered with vla_rft.sources.register_source."""
     world_model: str | None = None
     """World-model checkpoint for --source world-model (from vla-rft world-model train); fine-tuning inside it takes no real simulator steps."""
     imagined: ImaginedConfig = field(default_factory=ImaginedConfig)
