@@ -225,7 +225,7 @@ class RobosuiteEnv(ExternalSuiteEnv):
     def __init__(self, task: str, **kwargs: Any) -> None:
         super().__init__(task, **kwargs)
         cls = type(self.task)
-        self._rgb = self.obs_mode == "rgb"
+        rgb = self.obs_mode == "rgb"
         robosuite = import_robosuite()
         controller = robosuite.load_composite_controller_config(controller="BASIC", robot="Panda")
         arm = controller["body_parts"]["right"]
@@ -243,9 +243,9 @@ class RobosuiteEnv(ExternalSuiteEnv):
             reward_scale=1.0,
             use_object_obs=False,
             has_renderer=False,
-            has_offscreen_renderer=self._rgb or self.render_mode == "rgb_array",
-            use_camera_obs=self._rgb,
-            camera_names=[CAMERA_MAP[c] for c in self.cameras] if self._rgb else "agentview",
+            has_offscreen_renderer=rgb or self.render_mode == "rgb_array",
+            use_camera_obs=rgb,
+            camera_names=[CAMERA_MAP[c] for c in self.cameras] if rgb else "agentview",
             camera_heights=self.image_size,
             camera_widths=self.image_size,
             **cls.make_kwargs,
@@ -284,7 +284,7 @@ class RobosuiteEnv(ExternalSuiteEnv):
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
-        if "front" in self.cameras and self._rgb:
+        if "front" in self.cameras and self.obs_mode == "rgb":
             return self._image("front")
         frame = self._env.sim.render(camera_name=CAMERA_MAP["front"], width=self.image_size, height=self.image_size)
         return np.ascontiguousarray(frame[::-1])
@@ -316,7 +316,7 @@ class RobosuiteEnv(ExternalSuiteEnv):
 
     def _observation(self) -> dict[str, Any]:
         obs: dict[str, Any] = {STATE_KEY: self._state(), TASK_KEY: self.instruction}
-        if self._rgb:
+        if self.obs_mode == "rgb":
             obs.update({IMAGE_PREFIX + cam: self._image(cam) for cam in self.cameras})
         return obs
 
